@@ -1,0 +1,550 @@
+//! Configuration: one TOML file, then `GATEHOUSE_<SECTION>_<KEY>` environment overrides, then
+//! command-line flags (applied by the caller). Every key is documented in docs/configuration.md.
+//! Bad configuration fails at start with the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The tenant segment of every device topic (`devices/{site}/…`).
+    pub site: String,
+    /// Where the SQLite database and generated files live. Empty: the platform's data directory.
+    pub data_dir: Option<PathBuf>,
+    pub log: LogConfig,
+    pub mqtt: MqttConfig,
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub devices: DevicesConfig,
+    pub pipeline: PipelineConfig,
+    pub ble: BleConfig,
+    pub simulator: SimulatorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `gateway_core=debug,info`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub listen: SocketAddr,
+    /// Largest MQTT packet accepted from a client, in bytes.
+    pub max_packet_size: usize,
+    /// Time a new connection has to send CONNECT.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Per subscription filter, the broker keeps at most `segment_size × segment_count` bytes of
+    /// messages for subscribers that lag behind.
+    pub segment_size: usize,
+    pub segment_count: usize,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Readings older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// A batch of readings is written when it holds this many rows…
+    pub batch_size: usize,
+    /// …or when its first row has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// A device with no reading for this long is reported offline.
+    #[serde(with = "humantime_serde")]
+    pub offline_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// The same (MAC, format, sequence) heard again within this window is a duplicate.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BleConfig {
+    pub enabled: bool,
+    /// Adapter name such as `hci0`; empty takes the first adapter.
+    pub adapter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorConfig {
+    /// Number of simulated tags; 0 disables the simulator.
+    pub tags: usize,
+    /// Seed for reproducible tags and data; none picks a random one.
+    pub seed: Option<u64>,
+    /// Every n-th simulated tag is a Ruuvi Air (data format E1); 0 for none.
+    pub air_every: usize,
+    /// Advertisement interval of each simulated tag.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Probability that an advertisement is not received at all.
+    pub drop_probability: f64,
+    /// Probability that an advertisement is received more than once (up to three times).
+    pub duplicate_probability: f64,
+    /// Mean time between a tag's silent periods (tag out of range); zero disables them.
+    #[serde(with = "humantime_serde")]
+    pub silence_every: Duration,
+    #[serde(with = "humantime_serde")]
+    pub silence_duration: Duration,
+    /// Optional per-tag profiles; tags beyond the list get generated profiles.
+    #[serde(rename = "tag")]
+    pub tag_profiles: Vec<TagProfile>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TagProfile {
+    pub name: Option<String>,
+    /// `tag` (RuuviTag, DF5) or `air` (Ruuvi Air, E1).
+    pub kind: SimulatedKind,
+    /// Daily mean temperature in °C and the half-amplitude of the day/night cycle.
+    pub temperature: f64,
+    pub temperature_swing: f64,
+    /// Daily mean relative humidity in %.
+    pub humidity: f64,
+    /// Average number of movement events per hour.
+    pub movements_per_hour: f64,
+    /// Starting battery voltage.
+    pub battery: f64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SimulatedKind {
+    Tag,
+    Air,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            site: "home".into(),
+            data_dir: None,
+            log: LogConfig::default(),
+            mqtt: MqttConfig::default(),
+            http: HttpConfig::default(),
+            store: StoreConfig::default(),
+            devices: DevicesConfig::default(),
+            pipeline: PipelineConfig::default(),
+            ble: BleConfig::default(),
+            simulator: SimulatorConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: ([127, 0, 0, 1], 1883).into(),
+            max_packet_size: 256 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            segment_size: 1024 * 1024,
+            segment_count: 4,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: ([127, 0, 0, 1], 8080).into(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            retention: Duration::from_secs(90 * 24 * 3600),
+            batch_size: 1000,
+            flush_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            offline_after: Duration::from_secs(90),
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            dedup_window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for BleConfig {
+    fn default() -> Self {
+        BleConfig {
+            enabled: true,
+            adapter: String::new(),
+        }
+    }
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            tags: 0,
+            seed: None,
+            air_every: 5,
+            interval: Duration::from_secs(1),
+            drop_probability: 0.1,
+            duplicate_probability: 0.25,
+            silence_every: Duration::from_secs(30 * 60),
+            silence_duration: Duration::from_secs(120),
+            tag_profiles: Vec::new(),
+        }
+    }
+}
+
+impl Default for TagProfile {
+    fn default() -> Self {
+        TagProfile {
+            name: None,
+            kind: SimulatedKind::Tag,
+            temperature: 21.0,
+            temperature_swing: 2.0,
+            humidity: 45.0,
+            movements_per_hour: 2.0,
+            battery: 3.0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error(
+        "environment variable {var} does not name a config key; expected GATEHOUSE_<SECTION>_<KEY>, \
+         for example GATEHOUSE_MQTT_LISTEN (see docs/configuration.md)"
+    )]
+    UnknownEnv { var: String },
+}
+
+const ENV_PREFIX: &str = "GATEHOUSE_";
+
+impl Config {
+    /// Reads `file` (when given), then applies `GATEHOUSE_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, value) in env {
+            if let Some(name) = var.strip_prefix(ENV_PREFIX) {
+                apply_env_override(&mut table, &var, name, &value)?;
+            }
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                ConfigError::Invalid {
+                    key: e.path().to_string(),
+                    reason: e.inner().message().to_string(),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.site.is_empty()
+            || !self
+                .site
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return invalid("site", "use lower-case letters, digits, '-' and '_' only (it becomes an MQTT topic segment)");
+        }
+        if self.store.retention.is_zero() {
+            return invalid("store.retention", "must be longer than zero, e.g. \"90d\"");
+        }
+        if self.store.batch_size == 0 {
+            return invalid("store.batch_size", "must be at least 1");
+        }
+        if self.mqtt.max_packet_size < 1024 {
+            return invalid("mqtt.max_packet_size", "must be at least 1024 bytes");
+        }
+        if self.mqtt.segment_size < 1024 || self.mqtt.segment_count == 0 {
+            return invalid(
+                "mqtt.segment_size",
+                "segments must be at least 1024 bytes and segment_count at least 1",
+            );
+        }
+        if self.mqtt.max_connections == 0 {
+            return invalid("mqtt.max_connections", "must be at least 1");
+        }
+        for (key, p) in [
+            (
+                "simulator.drop_probability",
+                self.simulator.drop_probability,
+            ),
+            (
+                "simulator.duplicate_probability",
+                self.simulator.duplicate_probability,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return invalid(key, "must be between 0 and 1");
+            }
+        }
+        if self.simulator.interval < Duration::from_millis(10) {
+            return invalid("simulator.interval", "must be at least 10ms");
+        }
+        Ok(())
+    }
+
+    /// The data directory: configured, or the platform's standard one
+    /// (`~/.local/share/gatehouse` on Linux).
+    pub fn resolved_data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            directories::ProjectDirs::from("org", "Gatehouse", "gatehouse")
+                .map(|dirs| dirs.data_dir().to_path_buf())
+                .unwrap_or_else(|| PathBuf::from(".gatehouse-data"))
+        })
+    }
+}
+
+/// `GATEHOUSE_MQTT_MAX_PACKET_SIZE=1000` sets `mqtt.max_packet_size`; `GATEHOUSE_SITE=lab` sets
+/// `site`. Values are read as TOML (numbers, booleans) and fall back to plain strings.
+fn apply_env_override(
+    table: &mut toml::Table,
+    var: &str,
+    name: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    const SECTIONS: &[&str] = &[
+        "log",
+        "mqtt",
+        "http",
+        "store",
+        "devices",
+        "pipeline",
+        "ble",
+        "simulator",
+    ];
+    const TOP_LEVEL: &[&str] = &["site", "data_dir"];
+    let lower = name.to_ascii_lowercase();
+    let value = parse_env_value(raw);
+    if TOP_LEVEL.contains(&lower.as_str()) {
+        table.insert(lower, value);
+        return Ok(());
+    }
+    for section in SECTIONS {
+        if let Some(key) = lower
+            .strip_prefix(section)
+            .and_then(|rest| rest.strip_prefix('_'))
+        {
+            if key.is_empty() {
+                break;
+            }
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section_table) = entry.as_table_mut() else {
+                return Err(ConfigError::Invalid {
+                    key: section.to_string(),
+                    reason: "must be a table".into(),
+                });
+            };
+            section_table.insert(key.to_string(), value);
+            return Ok(());
+        }
+    }
+    Err(ConfigError::UnknownEnv {
+        var: var.to_string(),
+    })
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let probe = format!("v = {raw}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_str(toml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        Config::load(Some(file.path()), env(vars))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_loopback_only() {
+        let config = Config::load(None, env(&[("PATH", "/bin")])).unwrap();
+        assert_eq!(config.site, "home");
+        assert!(config.mqtt.listen.ip().is_loopback());
+        assert!(config.http.listen.ip().is_loopback());
+        assert_eq!(config.store.retention, Duration::from_secs(90 * 86400));
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let config = load_str(
+            "site = \"lab\"\n[mqtt]\nlisten = \"127.0.0.1:1999\"\n[store]\nretention = \"7d\"\n",
+            &[
+                ("GATEHOUSE_MQTT_MAX_PACKET_SIZE", "4096"),
+                ("GATEHOUSE_SITE", "attic"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.site, "attic");
+        assert_eq!(config.mqtt.listen.port(), 1999);
+        assert_eq!(config.mqtt.max_packet_size, 4096);
+        assert_eq!(config.store.retention, Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn simulator_profiles_from_file() {
+        let config = load_str(
+            "[simulator]\ntags = 2\nseed = 7\n[[simulator.tag]]\nname = \"Freezer\"\ntemperature = -18.0\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.simulator.tags, 2);
+        assert_eq!(
+            config.simulator.tag_profiles[0].name.as_deref(),
+            Some("Freezer")
+        );
+        assert_eq!(config.simulator.tag_profiles[0].temperature, -18.0);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_reason() {
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            (
+                "[mqtt]\nlisten = \"nonsense\"\n",
+                &[],
+                "config key `mqtt.listen`",
+            ),
+            (
+                "[store]\nretention = \"ninety days\"\n",
+                &[],
+                "config key `store.retention`",
+            ),
+            (
+                "[store]\nretention = \"0s\"\n",
+                &[],
+                "config key `store.retention`",
+            ),
+            (
+                "[mqtt]\nlisten_port = 1\n",
+                &[],
+                "unknown field `listen_port`",
+            ),
+            ("site = \"My Home\"\n", &[], "config key `site`"),
+            (
+                "",
+                &[("GATEHOUSE_MQTT_LISTN", "x")],
+                "config key `mqtt.listn`",
+            ),
+            (
+                "",
+                &[("GATEHOUSE_NOPE", "1")],
+                "GATEHOUSE_NOPE does not name a config key",
+            ),
+            ("[mqtt\n", &[], "is not valid TOML"),
+            (
+                "[simulator]\ndrop_probability = 2.0\n",
+                &[],
+                "`simulator.drop_probability`",
+            ),
+        ];
+        for (toml, vars, expected) in cases {
+            let error = load_str(toml, vars).expect_err(toml).to_string();
+            assert!(error.contains(expected), "{toml:?} {vars:?}: got {error:?}");
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The ingest pipeline: advertisement → decode → de-duplicate → [`Event::Reading`] on the bus.
+//! Every source (the simulator, the Bluetooth scanner, remote receivers) sends [`Advertisement`]s
+//! into the same ingress channel. What is rejected is counted by reason, never silently dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, Event};
+use crate::dedup::{Deduplicator, MeasurementKey};
+use crate::reading::{now_ms, ruuvi_device_id, Reading};
+use crate::ruuvi::{self, add_derived_values, AdError, DecodeError, Mac};
+
+/// Raw advertising data as a receiver heard it.
+#[derive(Debug, Clone)]
+pub struct Advertisement {
+    /// The sender's Bluetooth address, when the receiver knows it.
+    pub address: Option<Mac>,
+    /// The AD structures, exactly as received.
+    pub data: Vec<u8>,
+    pub rssi: Option<i16>,
+    /// Milliseconds since the Unix epoch.
+    pub received_at: i64,
+    pub receiver: Arc<str>,
+}
+
+/// Why an advertisement produced no reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    NotRuuvi,
+    MalformedAdvertisement,
+    UnsupportedFormat,
+    TooShort,
+    NoMac,
+    Duplicate,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 6] = [
+        Rejection::NotRuuvi,
+        Rejection::MalformedAdvertisement,
+        Rejection::UnsupportedFormat,
+        Rejection::TooShort,
+        Rejection::NoMac,
+        Rejection::Duplicate,
+    ];
+
+    fn from_decode_error(error: &DecodeError) -> Rejection {
+        match error {
+            DecodeError::Advertisement(AdError::NoRuuviData | AdError::Empty) => {
+                Rejection::NotRuuvi
+            }
+            DecodeError::Advertisement(AdError::Truncated { .. }) => {
+                Rejection::MalformedAdvertisement
+            }
+            DecodeError::UnsupportedFormat(_) => Rejection::UnsupportedFormat,
+            DecodeError::EmptyPayload | DecodeError::TooShort { .. } => Rejection::TooShort,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    received: AtomicU64,
+    readings: AtomicU64,
+    rejected: [AtomicU64; Rejection::ALL.len()],
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineSnapshot {
+    pub advertisements: u64,
+    pub readings: u64,
+    pub duplicates: u64,
+    pub rejected_not_ruuvi: u64,
+    pub rejected_malformed: u64,
+    pub rejected_unsupported_format: u64,
+    pub rejected_too_short: u64,
+    pub rejected_no_mac: u64,
+}
+
+impl PipelineStats {
+    fn reject(&self, why: Rejection) {
+        self.rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> PipelineSnapshot {
+        let rejected = |why: Rejection| self.rejected[why as usize].load(Ordering::Relaxed);
+        PipelineSnapshot {
+            advertisements: self.received.load(Ordering::Relaxed),
+            readings: self.readings.load(Ordering::Relaxed),
+            duplicates: rejected(Rejection::Duplicate),
+            rejected_not_ruuvi: rejected(Rejection::NotRuuvi),
+            rejected_malformed: rejected(Rejection::MalformedAdvertisement),
+            rejected_unsupported_format: rejected(Rejection::UnsupportedFormat),
+            rejected_too_short: rejected(Rejection::TooShort),
+            rejected_no_mac: rejected(Rejection::NoMac),
+        }
+    }
+}
+
+/// The synchronous heart of the pipeline, separate from the channel plumbing so that tests and
+/// benchmarks can drive it directly.
+pub struct Processor {
+    dedup: Deduplicator,
+    stats: Arc<PipelineStats>,
+    last_prune: i64,
+    window_ms: i64,
+}
+
+impl Processor {
+    pub fn new(dedup_window_ms: i64, stats: Arc<PipelineStats>) -> Processor {
+        Processor {
+            dedup: Deduplicator::new(dedup_window_ms),
+            stats,
+            last_prune: 0,
+            window_ms: dedup_window_ms,
+        }
+    }
+
+    pub fn process(&mut self, adv: &Advertisement) -> Result<Reading, Rejection> {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let result = self.decode(adv);
+        match &result {
+            Ok(_) => self.stats.readings.fetch_add(1, Ordering::Relaxed),
+            Err(why) => {
+                self.stats.reject(*why);
+                if *why != Rejection::Duplicate {
+                    tracing::debug!(receiver = %adv.receiver, data = %hex::encode(&adv.data), ?why, "advertisement rejected");
+                }
+                0
+            }
+        };
+        if adv.received_at - self.last_prune > self.window_ms {
+            self.dedup.prune(adv.received_at);
+            self.last_prune = adv.received_at;
+        }
+        result
+    }
+
+    fn decode(&mut self, adv: &Advertisement) -> Result<Reading, Rejection> {
+        let payload = ruuvi::find_ruuvi_payload(&adv.data)
+            .map_err(|e| Rejection::from_decode_error(&DecodeError::Advertisement(e)))?;
+        let mut measurement =
+            ruuvi::decode_payload(payload).map_err(|e| Rejection::from_decode_error(&e))?;
+        // The payload's MAC identifies the tag; data format 6 carries only half of it.
+        let payload_mac = measurement
+            .id
+            .get()
+            .filter(|id| id.len() == 17)
+            .and_then(|id| id.parse::<Mac>().ok());
+        let mac = payload_mac.or(adv.address).ok_or(Rejection::NoMac)?;
+        let key = match measurement.measurement_sequence_number.value() {
+            Some(sequence) => MeasurementKey::Sequence(sequence),
+            None => MeasurementKey::of_payload(payload),
+        };
+        if !self
+            .dedup
+            .first_time(mac, measurement.data_format, key, adv.received_at)
+        {
+            return Err(Rejection::Duplicate);
+        }
+        add_derived_values(&mut measurement);
+        Ok(Reading {
+            ts: adv.received_at,
+            device_id: ruuvi_device_id(&mac),
+            mac: mac.to_string(),
+            rssi: adv.rssi,
+            receiver: adv.receiver.to_string(),
+            measurement,
+        })
+    }
+}
+
+/// Consumes the ingress until it closes or `shutdown` fires, then drains what is queued.
+pub async fn run(
+    mut ingress: mpsc::Receiver<Advertisement>,
+    bus: Bus,
+    mut processor: Processor,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let adv = tokio::select! {
+            biased;
+            adv = ingress.recv() => adv,
+            _ = shutdown.cancelled() => {
+                ingress.close();
+                ingress.recv().await
+            }
+        };
+        let Some(adv) = adv else { break };
+        if let Ok(reading) = processor.process(&adv) {
+            bus.publish(Event::Reading(Arc::new(reading)));
+        }
+    }
+    tracing::debug!(at = now_ms(), "pipeline stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::{df5_advertisement, encode_df5, Df5Values};
+
+    fn df5_adv(seq: u16, mac: Option<Mac>, address: Option<Mac>, at: i64) -> Advertisement {
+        let values = Df5Values {
+            temperature: Some(21.0),
+            humidity: Some(40.0),
+            pressure: Some(100_000.0),
+            acceleration: [Some(0.0), Some(0.0), Some(1.0)],
+            voltage: Some(3.0),
+            tx_power: Some(4),
+            movement_counter: Some(1),
+            sequence: Some(seq),
+            mac,
+        };
+        Advertisement {
+            address,
+            data: df5_advertisement(&encode_df5(&values)),
+            rssi: Some(-60),
+            received_at: at,
+            receiver: Arc::from("test"),
+        }
+    }
+
+    const TAG: Mac = Mac([0xC1, 2, 3, 4, 5, 6]);
+
+    #[test]
+    fn duplicates_and_bad_adverts_are_counted_by_reason() {
+        let stats = Arc::new(PipelineStats::default());
+        let mut p = Processor::new(60_000, stats.clone());
+        let reading = p.process(&df5_adv(7, Some(TAG), None, 1_000)).unwrap();
+        assert_eq!(reading.device_id, "ruuvi-c10203040506");
+        assert_eq!(reading.mac, "C1:02:03:04:05:06");
+        assert!(
+            reading.measurement.dew_point.value().is_some(),
+            "derived values are added"
+        );
+        assert_eq!(
+            p.process(&df5_adv(7, Some(TAG), None, 1_100)),
+            Err(Rejection::Duplicate)
+        );
+        assert_eq!(
+            p.process(&df5_adv(7, Some(TAG), None, 1_500)),
+            Err(Rejection::Duplicate)
+        );
+        assert!(p.process(&df5_adv(8, Some(TAG), None, 2_000)).is_ok());
+        // No MAC in the payload: the receiver's address identifies the tag; none at all is rejected.
+        assert_eq!(
+            p.process(&df5_adv(1, None, Some(TAG), 3_000)).unwrap().mac,
+            "C1:02:03:04:05:06"
+        );
+        assert_eq!(
+            p.process(&df5_adv(2, None, None, 3_000)),
+            Err(Rejection::NoMac)
+        );
+        let bad = |data: &str| Advertisement {
+            data: hex::decode(data).unwrap(),
+            ..df5_adv(0, None, None, 4_000)
+        };
+        assert_eq!(
+            p.process(&bad("0201061AFF4C000215")),
+            Err(Rejection::MalformedAdvertisement)
+        );
+        assert_eq!(
+            p.process(&bad("0201060AFF4C0002150102030405")),
+            Err(Rejection::NotRuuvi)
+        );
+        assert_eq!(
+            p.process(&bad("05FF99040799")),
+            Err(Rejection::UnsupportedFormat)
+        );
+        assert_eq!(p.process(&bad("05FF99040512")), Err(Rejection::TooShort));
+        let s = stats.snapshot();
+        assert_eq!(
+            (
+                s.advertisements,
+                s.readings,
+                s.duplicates,
+                s.rejected_no_mac,
+                s.rejected_malformed
+            ),
+            (10, 3, 2, 1, 1)
+        );
+        assert_eq!(
+            (
+                s.rejected_not_ruuvi,
+                s.rejected_unsupported_format,
+                s.rejected_too_short
+            ),
+            (1, 1, 1)
+        );
+    }
+}
