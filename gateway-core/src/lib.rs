@@ -8,3 +8,4 @@ pub mod pipeline;
 pub mod reading;
 pub mod ruuvi;
 pub mod simulator;
+pub mod store;

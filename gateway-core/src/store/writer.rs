@@ -1,0 +1,385 @@
+//! The single writer: collects readings from the bus into batches (by count and by time) and
+//! writes each batch in one transaction on a dedicated thread, along with each device's latest
+//! state. Also enforces retention. Failed batches are retried, not dropped.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, Transaction};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{open_connection, schema::MEASUREMENT_COLUMNS, StoreError};
+use crate::bus::{Bus, Event, Subscription};
+use crate::config::StoreConfig;
+use crate::reading::{now_ms, ruuvi_kind, Reading};
+
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    rows_written: AtomicU64,
+    batches_written: AtomicU64,
+    write_errors: AtomicU64,
+    rows_deleted_by_retention: AtomicU64,
+    /// Readings received but not yet committed.
+    queue_depth: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSnapshot {
+    pub rows_written: u64,
+    pub batches_written: u64,
+    pub write_errors: u64,
+    pub rows_deleted_by_retention: u64,
+    pub queue_depth: i64,
+    pub last_error: Option<String>,
+}
+
+impl StoreStats {
+    pub fn snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot {
+            rows_written: self.rows_written.load(Ordering::Relaxed),
+            batches_written: self.batches_written.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            rows_deleted_by_retention: self.rows_deleted_by_retention.load(Ordering::Relaxed),
+            queue_depth: self.queue_depth.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+pub struct WriterHandle {
+    collector: tokio::task::JoinHandle<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WriterHandle {
+    /// Waits until every collected reading is committed (after `shutdown` fired).
+    pub async fn join(self) {
+        let _ = self.collector.await;
+        let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
+    }
+}
+
+/// Starts the writer. The database is opened (and migrated) before this returns, so a bad path
+/// fails the start, not later.
+pub fn spawn_writer(
+    path: PathBuf,
+    config: StoreConfig,
+    bus: &Bus,
+    stats: Arc<StoreStats>,
+    shutdown: CancellationToken,
+) -> Result<WriterHandle, StoreError> {
+    let conn = open_connection(&path)?;
+    let (batches_tx, batches_rx) = mpsc::channel::<Vec<Arc<Reading>>>(4);
+    let subscription = bus.subscribe("store");
+    let thread_stats = stats.clone();
+    let thread_shutdown = shutdown.clone();
+    let retention = config.retention;
+    let thread = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || write_loop(conn, batches_rx, retention, thread_stats, thread_shutdown))
+        .expect("spawn store writer thread");
+    let collector = tokio::spawn(collect(subscription, batches_tx, config, stats, shutdown));
+    Ok(WriterHandle { collector, thread })
+}
+
+async fn collect(
+    mut subscription: Subscription,
+    batches: mpsc::Sender<Vec<Arc<Reading>>>,
+    config: StoreConfig,
+    stats: Arc<StoreStats>,
+    shutdown: CancellationToken,
+) {
+    let mut batch: Vec<Arc<Reading>> = Vec::with_capacity(config.batch_size);
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let flush_timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = subscription.recv() => match event {
+                Some(Event::Reading(reading)) => {
+                    stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+                    batch.push(reading);
+                    deadline.get_or_insert_with(|| Instant::now() + config.flush_interval);
+                    if batch.len() >= config.batch_size {
+                        deadline = None;
+                        if batches.send(std::mem::take(&mut batch)).await.is_err() { return; }
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = flush_timer => {
+                deadline = None;
+                if batches.send(std::mem::take(&mut batch)).await.is_err() { return; }
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    // Shutting down: take what is already on the bus, then the final batch.
+    while let Some(event) = subscription.try_recv() {
+        if let Event::Reading(reading) = event {
+            stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+            batch.push(reading);
+        }
+    }
+    if !batch.is_empty() {
+        let _ = batches.send(batch).await;
+    }
+}
+
+fn write_loop(
+    mut conn: Connection,
+    mut batches: mpsc::Receiver<Vec<Arc<Reading>>>,
+    retention: Duration,
+    stats: Arc<StoreStats>,
+    shutdown: CancellationToken,
+) {
+    let mut device_pks: HashMap<String, i64> = HashMap::new();
+    let mut last_retention: Option<std::time::Instant> = None;
+    while let Some(batch) = batches.blocking_recv() {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match write_batch(&mut conn, &batch, &mut device_pks) {
+                Ok(()) => {
+                    stats
+                        .rows_written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    stats.batches_written.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .queue_depth
+                        .fetch_sub(batch.len() as i64, Ordering::Relaxed);
+                    break;
+                }
+                Err(error) => {
+                    // Forget cached device keys: the failed transaction may have rolled them back.
+                    device_pks.clear();
+                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    let message = format!("writing {} readings failed: {error}", batch.len());
+                    tracing::error!("{message}; retrying in {backoff:?} (is the disk full or the data directory read-only?)");
+                    *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+                    if shutdown.is_cancelled() && backoff >= RETRY_BACKOFF_MAX {
+                        tracing::error!(lost = batch.len(), "giving up on a batch at shutdown");
+                        stats
+                            .queue_depth
+                            .fetch_sub(batch.len() as i64, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+            }
+        }
+        if last_retention.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
+            last_retention = Some(std::time::Instant::now());
+            match apply_retention(&conn, retention) {
+                Ok(deleted) => {
+                    stats
+                        .rows_deleted_by_retention
+                        .fetch_add(deleted, Ordering::Relaxed);
+                    if deleted > 0 {
+                        tracing::info!(deleted, ?retention, "old readings deleted");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "retention cleanup failed; will retry in an hour")
+                }
+            }
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Arc<Reading>],
+    device_pks: &mut HashMap<String, i64>,
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let columns: String = MEASUREMENT_COLUMNS
+            .iter()
+            .map(|c| format!(", {}", c.column))
+            .collect();
+        let placeholders: String = (0..MEASUREMENT_COLUMNS.len())
+            .map(|i| format!(", ?{}", i + 4))
+            .collect();
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO readings (device_pk, ts, rssi{columns}) VALUES (?1, ?2, ?3{placeholders})"
+        ))?;
+        let mut latest: HashMap<i64, &Reading> = HashMap::new();
+        for reading in batch {
+            let pk = device_pk(&tx, device_pks, reading)?;
+            let mut values: Vec<Option<f64>> = Vec::with_capacity(MEASUREMENT_COLUMNS.len());
+            values.extend(
+                MEASUREMENT_COLUMNS
+                    .iter()
+                    .map(|c| (c.value)(&reading.measurement)),
+            );
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&pk, &reading.ts, &reading.rssi];
+            params.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
+            insert.execute(params.as_slice())?;
+            latest
+                .entry(pk)
+                .and_modify(|r| {
+                    if reading.ts >= r.ts {
+                        *r = reading
+                    }
+                })
+                .or_insert(reading);
+        }
+        let mut update = tx.prepare_cached(
+            "UPDATE devices SET last_seen = MAX(last_seen, ?2), last_rssi = ?3, last_receiver = ?4, \
+             data_format = ?5, last_reading = ?6 WHERE pk = ?1",
+        )?;
+        for (pk, reading) in latest {
+            let json = serde_json::to_string(reading).unwrap_or_default();
+            update.execute(params![
+                pk,
+                reading.ts,
+                reading.rssi,
+                reading.receiver,
+                reading.measurement.data_format,
+                json
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+fn device_pk(
+    tx: &Transaction,
+    cache: &mut HashMap<String, i64>,
+    reading: &Reading,
+) -> Result<i64, rusqlite::Error> {
+    if let Some(pk) = cache.get(&reading.device_id) {
+        return Ok(*pk);
+    }
+    tx.execute(
+        "INSERT INTO devices (id, kind, mac, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4) \
+         ON CONFLICT(id) DO NOTHING",
+        params![
+            reading.device_id,
+            ruuvi_kind(reading.measurement.data_format),
+            reading.mac,
+            reading.ts
+        ],
+    )?;
+    let pk: i64 = tx.query_row(
+        "SELECT pk FROM devices WHERE id = ?1",
+        [&reading.device_id],
+        |r| r.get(0),
+    )?;
+    cache.insert(reading.device_id.clone(), pk);
+    Ok(pk)
+}
+
+/// Deletes readings older than `retention`, device by device so each delete uses the index.
+fn apply_retention(conn: &Connection, retention: Duration) -> Result<u64, rusqlite::Error> {
+    let cutoff = now_ms() - retention.as_millis() as i64;
+    let pks: Vec<i64> = conn
+        .prepare("SELECT pk FROM devices")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut deleted = 0;
+    for pk in pks {
+        deleted += conn.execute(
+            "DELETE FROM readings WHERE device_pk = ?1 AND ts < ?2",
+            params![pk, cutoff],
+        )? as u64;
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruuvi::{Field, Measurement};
+
+    fn reading(device: &str, ts: i64, temperature: f64) -> Arc<Reading> {
+        Arc::new(Reading {
+            ts,
+            device_id: device.into(),
+            mac: "C1:02:03:04:05:06".into(),
+            rssi: Some(-70),
+            receiver: "test".into(),
+            measurement: Measurement {
+                data_format: 5,
+                temperature: Field::Value(temperature),
+                humidity: Field::Unavailable,
+                ..Measurement::default()
+            },
+        })
+    }
+
+    #[test]
+    fn batches_insert_readings_create_devices_and_keep_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        let mut cache = HashMap::new();
+        let batch = vec![
+            reading("a", 2_000, 2.0),
+            reading("a", 1_000, 1.0),
+            reading("b", 1_500, 5.0),
+        ];
+        write_batch(&mut conn, &batch, &mut cache).unwrap();
+        write_batch(&mut conn, &[reading("a", 3_000, 3.0)], &mut cache).unwrap();
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 4);
+        let (last_seen, last_reading): (i64, String) = conn
+            .query_row(
+                "SELECT last_seen, last_reading FROM devices WHERE id = 'a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(last_seen, 3_000);
+        let json: serde_json::Value = serde_json::from_str(&last_reading).unwrap();
+        assert_eq!(json["temperature"], 3);
+        assert_eq!(json["humidity"], serde_json::Value::Null);
+        let humidity: Option<f64> = conn
+            .query_row("SELECT humidity FROM readings LIMIT 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(humidity, None, "unavailable values are stored as NULL");
+    }
+
+    #[test]
+    fn retention_deletes_only_old_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        let now = now_ms();
+        let batch = vec![
+            reading("a", now - 10 * 86_400_000, 1.0),
+            reading("a", now - 1_000, 2.0),
+        ];
+        write_batch(&mut conn, &batch, &mut HashMap::new()).unwrap();
+        assert_eq!(
+            apply_retention(&conn, Duration::from_secs(7 * 86_400)).unwrap(),
+            1
+        );
+        let left: f64 = conn
+            .query_row("SELECT temperature FROM readings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 2.0);
+    }
+}
