@@ -47,7 +47,7 @@ pub struct BusStats {
     lagged: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BusSnapshot {
     pub published: u64,

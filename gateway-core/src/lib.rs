@@ -1,11 +1,18 @@
 //! Gatehouse gateway core: every capability of the gateway, with no GUI dependency.
 //! See docs/ARCHITECTURE.md for the map.
 
+pub mod api;
+pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod dedup;
+pub mod gateway;
+pub mod health;
+pub mod logging;
 pub mod pipeline;
 pub mod reading;
+pub mod registry;
 pub mod ruuvi;
 pub mod simulator;
 pub mod store;
+pub mod topics;

@@ -1,1 +1,35 @@
-fn main() {}
+//! `gatehouse`: the headless gateway daemon and its command-line tools.
+
+mod decode;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Gatehouse: an IoT gateway for Ruuvi tags and LAN devices"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway: MQTT broker, Bluetooth/simulated tags, SQLite store and HTTP API.
+    Run(run::RunArgs),
+    /// Decode Ruuvi advertisements given as hex (raw AD bytes or a bare payload); one JSON object per line.
+    Decode(decode::DecodeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Decode(args) => decode::decode(args),
+    }
+}

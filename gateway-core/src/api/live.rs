@@ -1,0 +1,56 @@
+//! `GET /api/live`: a WebSocket streaming bus events as JSON text messages
+//! (`{"type":"reading","data":{…}}`, `device_discovered`, `availability`). Server → client only.
+
+use axum::extract::ws::{Message, WebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::json;
+
+use super::{same_origin, ApiError, ApiState};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Event, Subscription};
+
+pub async fn upgrade(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    // Cross-site WebSocket hijacking: a page on another origin must not read the live stream.
+    if !same_origin(&headers) {
+        return Err(ApiError::forbidden(
+            "foreign_origin",
+            "WebSocket connections from other origins are refused",
+        ));
+    }
+    let events = state.bus.subscribe("websocket");
+    let shutdown = state.shutdown.clone();
+    Ok(ws.on_upgrade(move |socket| stream(socket, events, shutdown)))
+}
+
+async fn stream(mut socket: WebSocket, mut events: Subscription, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                let message = match &event {
+                    Event::Reading(reading) => json!({ "type": "reading", "data": &**reading }),
+                    Event::DeviceDiscovered(device) => json!({ "type": "device_discovered", "data": &**device }),
+                    Event::Availability(availability) => json!({ "type": "availability", "data": availability }),
+                };
+                if socket.send(Message::Text(message.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}

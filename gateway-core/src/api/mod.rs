@@ -1,0 +1,105 @@
+//! The HTTP API (axum): health, devices, readings history and the live WebSocket.
+//! Binds 127.0.0.1 by default; the WebSocket refuses foreign origins.
+
+mod devices;
+mod error;
+mod live;
+mod params;
+
+pub use error::ApiError;
+
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::bus::Bus;
+use crate::health::Health;
+use crate::registry::Registry;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub registry: Registry,
+    pub bus: Bus,
+    pub health: Health,
+    /// Ends long-lived responses (the live WebSocket) at shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/health", get(health))
+        .route("/api/devices", get(devices::list))
+        .route("/api/devices/{id}", get(devices::get))
+        .route("/api/devices/{id}/readings", get(devices::readings))
+        .route("/api/live", get(live::upgrade))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<ApiState>) -> impl IntoResponse {
+    Json(state.health.report())
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        "Gatehouse is running.\n\nAPI: GET /api/health, /api/devices, /api/devices/{id}, \
+         /api/devices/{id}/readings?from=-24h&bucket=5m, WebSocket /api/live\n",
+    )
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        format!("no route for {}; see docs/api.md for the API", uri.path()),
+    )
+}
+
+/// True unless a browser page from another origin makes the request. Non-browser clients send
+/// no Origin header; a browser always does for WebSocket upgrades.
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get("origin") else {
+        return true;
+    };
+    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), headers.get("host").map(|h| h.to_str()))
+    else {
+        return false;
+    };
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    origin_host == Some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn origin_table() {
+        let cases = [
+            (None, Some("127.0.0.1:8080"), true),
+            (Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), true),
+            (Some("https://gw.local"), Some("gw.local"), true),
+            (Some("http://evil.example"), Some("127.0.0.1:8080"), false),
+            (Some("http://127.0.0.1:8081"), Some("127.0.0.1:8080"), false),
+            (Some("null"), Some("127.0.0.1:8080"), false),
+            (Some("http://127.0.0.1:8080"), None, false),
+        ];
+        for (origin, host, expected) in cases {
+            let mut headers = HeaderMap::new();
+            if let Some(o) = origin {
+                headers.insert("origin", HeaderValue::from_static(o));
+            }
+            if let Some(h) = host {
+                headers.insert("host", HeaderValue::from_static(h));
+            }
+            assert_eq!(same_origin(&headers), expected, "{origin:?} {host:?}");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `gatehouse run`: loads configuration (file, environment, flags), starts the gateway and runs
+//! it until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use gateway_core::config::{Config, LogFormat};
+use gateway_core::gateway::Gateway;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// TOML configuration file (see docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the database and generated files (default: the platform's data directory).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// MQTT listener address; port 0 picks a free port (default 127.0.0.1:1883).
+    #[arg(long, value_name = "ADDR")]
+    mqtt: Option<SocketAddr>,
+    /// HTTP API address; port 0 picks a free port (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Simulate N Ruuvi tags (every fifth one a Ruuvi Air).
+    #[arg(long, value_name = "N")]
+    simulate: Option<usize>,
+    /// Seed for reproducible simulated tags.
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Do not use Bluetooth.
+    #[arg(long)]
+    no_ble: bool,
+    /// Log format: human or json.
+    #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
+    log_format: Option<String>,
+}
+
+impl RunArgs {
+    fn apply(self, config: &mut Config) {
+        if let Some(dir) = self.data_dir {
+            config.data_dir = Some(dir);
+        }
+        if let Some(addr) = self.mqtt {
+            config.mqtt.listen = addr;
+        }
+        if let Some(addr) = self.http {
+            config.http.listen = addr;
+        }
+        if let Some(tags) = self.simulate {
+            config.simulator.tags = tags;
+        }
+        if let Some(seed) = self.seed {
+            config.simulator.seed = Some(seed);
+        }
+        if self.no_ble {
+            config.ble.enabled = false;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = if format == "json" {
+                LogFormat::Json
+            } else {
+                LogFormat::Human
+            };
+        }
+    }
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    let mut config = match Config::load(args.config.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("gatehouse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    args.apply(&mut config);
+    if let Err(error) = config.validate() {
+        eprintln!("gatehouse: {error}");
+        return ExitCode::from(2);
+    }
+    if let Err(error) = gateway_core::logging::init(&config.log) {
+        eprintln!("gatehouse: {error}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gatehouse: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let gateway = match Gateway::start(config).await {
+            Ok(gateway) => gateway,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal(gateway.shutdown_token()).await;
+        gateway.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal(stopped: tokio_util::sync::CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = stopped.cancelled() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received"),
+        _ = stopped.cancelled() => {}
+    }
+}

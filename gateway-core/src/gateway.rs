@@ -1,0 +1,253 @@
+//! Starts and stops the whole gateway: store, bus, broker, pipeline, registry, simulator and HTTP
+//! API, wired together by the event bus. The headless daemon and the desktop app both use this.
+//!
+//! Shutdown is done once, in order: stop intake and listeners, let the pipeline drain, then let
+//! the store writer commit everything it collected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState};
+use crate::broker;
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::health::{Health, SimulatorInfo};
+use crate::pipeline::{self, PipelineStats, Processor};
+use crate::reading::now_ms;
+use crate::registry::{self, Registry};
+use crate::simulator;
+use crate::store::{self, Store, StoreStats, WriterHandle};
+
+const BUS_CAPACITY: usize = 16 * 1024;
+const INGRESS_CAPACITY: usize = 8 * 1024;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Written to the data directory while the gateway runs, so scripts, tests, the CLI and the
+/// desktop app can find a running gateway's addresses.
+pub const RUNTIME_FILE: &str = "gatehouse.runtime.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeInfo {
+    pub pid: u32,
+    pub mqtt: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub started_at: i64,
+}
+
+impl RuntimeInfo {
+    pub fn read(data_dir: &Path) -> Option<RuntimeInfo> {
+        let text = std::fs::read_to_string(data_dir.join(RUNTIME_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+pub struct Gateway {
+    pub runtime: RuntimeInfo,
+    pub health: Health,
+    pub store: Store,
+    pub bus: Bus,
+    shutdown: CancellationToken,
+    store_shutdown: CancellationToken,
+    tasks: TaskTracker,
+    writer: WriterHandle,
+}
+
+impl Gateway {
+    pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        let data_dir = config.resolved_data_dir();
+        std::fs::create_dir_all(&data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}; pass --data-dir with a writable path",
+                data_dir.display()
+            )
+        })?;
+        let database = data_dir.join(store::DATABASE_FILE);
+        let store = Store::open(&database)?;
+        let known = store
+            .devices()
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d.last_seen));
+        let registry = Registry::with_known(known);
+
+        let bus = Bus::new(BUS_CAPACITY);
+        let shutdown = CancellationToken::new();
+        let store_shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let store_stats = Arc::new(StoreStats::default());
+        let writer = store::spawn_writer(
+            database.clone(),
+            config.store.clone(),
+            &bus,
+            store_stats.clone(),
+            store_shutdown.clone(),
+        )?;
+
+        let mqtt = broker::start(&config.mqtt, bus.clone(), &tasks, shutdown.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for MQTT on {}; is another broker (mosquitto?) or Gatehouse already using it? \
+                     Pick another address with --mqtt",
+                    config.mqtt.listen
+                )
+            })?;
+        tasks.spawn(broker::run_gateway_link(
+            mqtt.links.clone(),
+            config.site.clone(),
+            bus.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(registry::run(
+            registry.clone(),
+            bus.clone(),
+            config.devices.offline_after,
+            shutdown.clone(),
+        ));
+
+        let pipeline_stats = Arc::new(PipelineStats::default());
+        let processor = Processor::new(
+            config.pipeline.dedup_window.as_millis() as i64,
+            pipeline_stats.clone(),
+        );
+        let (ingress, ingress_rx) = mpsc::channel(INGRESS_CAPACITY);
+        tasks.spawn(pipeline::run(
+            ingress_rx,
+            bus.clone(),
+            processor,
+            shutdown.clone(),
+        ));
+
+        let simulator = if config.simulator.tags > 0 {
+            let seed = simulator::effective_seed(&config.simulator);
+            tracing::info!(
+                tags = config.simulator.tags,
+                seed,
+                "starting simulated tags (repeat this run with --seed {seed})"
+            );
+            tasks.spawn(simulator::run(
+                config.simulator.clone(),
+                seed,
+                ingress.clone(),
+                shutdown.clone(),
+            ));
+            Some(SimulatorInfo {
+                tags: config.simulator.tags,
+                seed,
+            })
+        } else {
+            None
+        };
+        // The Bluetooth scanner joins here (it will send into `ingress` like the simulator).
+        let bluetooth = if config.ble.enabled {
+            "unavailable: this version has no Bluetooth scanner yet; use --simulate N".to_string()
+        } else {
+            "disabled".to_string()
+        };
+        drop(ingress);
+
+        let health = Health {
+            started: Instant::now(),
+            site: config.site.clone(),
+            mqtt_addr: mqtt.addr,
+            database: database.display().to_string(),
+            pipeline: pipeline_stats,
+            store: store_stats,
+            broker: mqtt.stats.clone(),
+            bus: bus.clone(),
+            registry: registry.clone(),
+            bluetooth,
+            simulator,
+        };
+
+        let http_listener = TcpListener::bind(config.http.listen).await.with_context(|| {
+            format!("cannot listen for HTTP on {}; is it already in use? Pick another address with --http", config.http.listen)
+        })?;
+        let http_addr = http_listener.local_addr()?;
+        let app = api::router(ApiState {
+            store: store.clone(),
+            registry,
+            bus: bus.clone(),
+            health: health.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let http_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(http_listener, app)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        });
+
+        let runtime = RuntimeInfo {
+            pid: std::process::id(),
+            mqtt: mqtt.addr,
+            http: http_addr,
+            data_dir: data_dir.clone(),
+            started_at: now_ms(),
+        };
+        let runtime_json = serde_json::to_string_pretty(&runtime)?;
+        std::fs::write(data_dir.join(RUNTIME_FILE), runtime_json)
+            .with_context(|| format!("cannot write {} in {}", RUNTIME_FILE, data_dir.display()))?;
+        tracing::info!(
+            mqtt = %format!("mqtt://{}", mqtt.addr),
+            http = %format!("http://{http_addr}"),
+            data = %data_dir.display(),
+            site = %config.site,
+            "Gatehouse is running"
+        );
+        Ok(Gateway {
+            runtime,
+            health,
+            store,
+            bus,
+            shutdown,
+            store_shutdown,
+            tasks,
+            writer,
+        })
+    }
+
+    /// A token that, when cancelled, makes [`Gateway::run_until_stopped`] return.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops everything and waits (a few seconds at most) until the store has committed.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some tasks did not stop within {SHUTDOWN_GRACE:?}; continuing shutdown"
+            );
+        }
+        self.store_shutdown.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.writer.join())
+            .await
+            .is_err()
+        {
+            tracing::error!("the store writer did not finish within {SHUTDOWN_GRACE:?}; recent readings may be lost");
+        }
+        let _ = std::fs::remove_file(self.runtime.data_dir.join(RUNTIME_FILE));
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,99 @@
+//! The gateway's health report: one snapshot of every subsystem's counters, served at
+//! `GET /api/health` and used by the CLI. Rejected input is counted here, visibly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::broker::{BrokerSnapshot, BrokerStats};
+use crate::bus::{Bus, BusSnapshot};
+use crate::pipeline::{PipelineSnapshot, PipelineStats};
+use crate::registry::Registry;
+use crate::store::{StoreSnapshot, StoreStats};
+
+#[derive(Clone)]
+pub struct Health {
+    pub started: Instant,
+    pub site: String,
+    pub mqtt_addr: SocketAddr,
+    pub database: String,
+    pub pipeline: Arc<PipelineStats>,
+    pub store: Arc<StoreStats>,
+    pub broker: Arc<BrokerStats>,
+    pub bus: Bus,
+    pub registry: Registry,
+    pub bluetooth: String,
+    pub simulator: Option<SimulatorInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SimulatorInfo {
+    pub tags: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    /// `ok`, or `degraded` when the store cannot write.
+    pub status: &'static str,
+    pub version: &'static str,
+    pub site: String,
+    pub uptime_seconds: u64,
+    pub mqtt: MqttReport,
+    pub devices_online: usize,
+    pub pipeline: PipelineSnapshot,
+    pub store: StoreReport,
+    pub bus: BusSnapshot,
+    /// `disabled`, `unavailable: <why>` or the scanner state.
+    pub bluetooth: String,
+    pub simulator: Option<SimulatorInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttReport {
+    pub listen: String,
+    #[serde(flatten)]
+    pub broker: BrokerSnapshot,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreReport {
+    pub database: String,
+    #[serde(flatten)]
+    pub writer: StoreSnapshot,
+}
+
+impl Health {
+    pub fn report(&self) -> HealthReport {
+        let store = self.store.snapshot();
+        HealthReport {
+            status: if store.last_error.is_some() && store.queue_depth > 0 {
+                "degraded"
+            } else {
+                "ok"
+            },
+            version: env!("CARGO_PKG_VERSION"),
+            site: self.site.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            mqtt: MqttReport {
+                listen: self.mqtt_addr.to_string(),
+                broker: self.broker.snapshot(),
+            },
+            devices_online: self.registry.online_count(),
+            pipeline: self.pipeline.snapshot(),
+            store: StoreReport {
+                database: self.database.clone(),
+                writer: store,
+            },
+            bus: self.bus.snapshot(),
+            bluetooth: self.bluetooth.clone(),
+            simulator: self.simulator.clone(),
+        }
+    }
+}

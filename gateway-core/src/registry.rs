@@ -1,0 +1,172 @@
+//! The live device registry: which devices exist, when each was last heard, and whether it is
+//! online. Emits `DeviceDiscovered` for devices never seen before and `Availability` when a
+//! device falls silent for `offline_after` or speaks again. Persistent state lives in the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Availability, Bus, DeviceInfo, Event};
+use crate::reading::{now_ms, ruuvi_kind};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveState {
+    pub online: bool,
+    pub last_seen: i64,
+}
+
+/// Shared, read-mostly view of every known device's live state.
+#[derive(Clone, Default)]
+pub struct Registry {
+    devices: Arc<RwLock<HashMap<String, LiveState>>>,
+}
+
+impl Registry {
+    /// Seeds the registry with devices known from the store; they start offline.
+    pub fn with_known(known: impl IntoIterator<Item = (String, i64)>) -> Registry {
+        let devices = known
+            .into_iter()
+            .map(|(id, last_seen)| {
+                (
+                    id,
+                    LiveState {
+                        online: false,
+                        last_seen,
+                    },
+                )
+            })
+            .collect();
+        Registry {
+            devices: Arc::new(RwLock::new(devices)),
+        }
+    }
+
+    pub fn get(&self, device_id: &str) -> Option<LiveState> {
+        self.devices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device_id)
+            .cloned()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.devices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|d| d.online)
+            .count()
+    }
+
+    /// Records a sighting; returns whether the device is new and whether it came (back) online.
+    fn seen(&self, device_id: &str, at: i64) -> (bool, bool) {
+        let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        match devices.get_mut(device_id) {
+            Some(state) => {
+                state.last_seen = state.last_seen.max(at);
+                let came_online = !state.online;
+                state.online = true;
+                (false, came_online)
+            }
+            None => {
+                devices.insert(
+                    device_id.to_string(),
+                    LiveState {
+                        online: true,
+                        last_seen: at,
+                    },
+                );
+                (true, true)
+            }
+        }
+    }
+
+    /// Marks devices silent since before `cutoff` offline and returns their ids.
+    fn expire(&self, cutoff: i64) -> Vec<String> {
+        let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        devices
+            .iter_mut()
+            .filter(|(_, s)| s.online && s.last_seen < cutoff)
+            .map(|(id, s)| {
+                s.online = false;
+                id.clone()
+            })
+            .collect()
+    }
+}
+
+pub async fn run(
+    registry: Registry,
+    bus: Bus,
+    offline_after: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut events = bus.subscribe("registry");
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(offline_after));
+    let offline_after_ms = offline_after.as_millis() as i64;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Event::Reading(reading)) => {
+                    let (new, came_online) = registry.seen(&reading.device_id, reading.ts);
+                    if new {
+                        bus.publish(Event::DeviceDiscovered(Arc::new(DeviceInfo {
+                            device_id: reading.device_id.clone(),
+                            kind: ruuvi_kind(reading.measurement.data_format).to_string(),
+                            mac: Some(reading.mac.clone()),
+                            first_seen: reading.ts,
+                        })));
+                        tracing::info!(device = %reading.device_id, mac = %reading.mac, "new device discovered");
+                    }
+                    if came_online {
+                        bus.publish(Event::Availability(Availability { device_id: reading.device_id.clone(), online: true, at: reading.ts }));
+                    }
+                }
+                Some(_) => {}
+                None => return,
+            },
+            _ = tick.tick() => {
+                let now = now_ms();
+                for device_id in registry.expire(now - offline_after_ms) {
+                    tracing::info!(device = %device_id, ?offline_after, "device went silent; marking it offline");
+                    bus.publish(Event::Availability(Availability { device_id, online: false, at: now }));
+                }
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sightings_and_expiry() {
+        let registry = Registry::with_known([("old".to_string(), 100)]);
+        assert_eq!(registry.seen("new", 1_000), (true, true));
+        assert_eq!(registry.seen("new", 2_000), (false, false));
+        assert_eq!(
+            registry.seen("old", 2_000),
+            (false, true),
+            "known device comes online"
+        );
+        assert_eq!(registry.online_count(), 2);
+        assert_eq!(registry.expire(1_500), Vec::<String>::new());
+        let mut expired = registry.expire(2_500);
+        expired.sort();
+        assert_eq!(expired, vec!["new".to_string(), "old".to_string()]);
+        assert_eq!(
+            registry.get("new"),
+            Some(LiveState {
+                online: false,
+                last_seen: 2_000
+            })
+        );
+        assert_eq!(registry.seen("new", 3_000), (false, true));
+    }
+}
