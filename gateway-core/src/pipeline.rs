@@ -56,7 +56,9 @@ impl Rejection {
             DecodeError::Advertisement(AdError::Truncated { .. }) => {
                 Rejection::MalformedAdvertisement
             }
-            DecodeError::UnsupportedFormat(_) => Rejection::UnsupportedFormat,
+            DecodeError::UnsupportedFormat(_) | DecodeError::Unrecognized { .. } => {
+                Rejection::UnsupportedFormat
+            }
             DecodeError::EmptyPayload | DecodeError::TooShort { .. } => Rejection::TooShort,
         }
     }

@@ -55,6 +55,8 @@ impl DataFormat {
 pub enum DecodeError {
     #[error("{0}")]
     Advertisement(AdError),
+    #[error("neither advertisement data ({advertisement}) nor a Ruuvi payload (data format 0x{format:02X} is not supported)")]
+    Unrecognized { advertisement: AdError, format: u8 },
     #[error("the Ruuvi payload is empty")]
     EmptyPayload,
     #[error("data format 0x{0:02X} is not supported (supported: 3, 5, C5, 6, E1)")]

@@ -40,9 +40,15 @@ pub fn decode_any(bytes: &[u8]) -> Result<Measurement, DecodeError> {
         Err(ad_error) => {
             let company = RUUVI_COMPANY_ID.to_le_bytes();
             let bare = bytes.strip_prefix(&company[..]).unwrap_or(bytes);
-            match bare.first().copied().map(DataFormat::from_byte) {
-                Some(Some(_)) => bare,
-                _ => return Err(DecodeError::Advertisement(ad_error)),
+            match bare.first() {
+                Some(&format) if DataFormat::from_byte(format).is_some() => bare,
+                Some(&format) => {
+                    return Err(DecodeError::Unrecognized {
+                        advertisement: ad_error,
+                        format,
+                    })
+                }
+                None => return Err(DecodeError::Advertisement(ad_error)),
             }
         }
     };

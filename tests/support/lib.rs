@@ -1,0 +1,220 @@
+//! Test support: runs the real `gatehouse` binary as a process with dynamic ports and a temporary
+//! data directory, and gives tests real clients (MQTT over TCP, HTTP, SQLite) to talk to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub mod mqtt;
+
+/// The `gatehouse` binary next to this test executable (target/<profile>/gatehouse).
+pub fn gatehouse_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("gatehouse");
+    assert!(
+        bin.exists(),
+        "{} does not exist; build it first with `cargo build -p gateway-core --bins` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub mqtt: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+}
+
+/// A running `gatehouse run` process on a temporary data directory. Killed (SIGKILL) on drop if
+/// still running; its log is printed when the test panics.
+pub struct Daemon {
+    child: Option<Child>,
+    pub runtime: Runtime,
+    pub log_path: PathBuf,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    _temp: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `gatehouse run --data-dir <temp> --mqtt 127.0.0.1:0 --http 127.0.0.1:0 --no-ble <extra>`.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut daemon = Daemon {
+            child: None,
+            runtime: Runtime {
+                mqtt: ([0, 0, 0, 0], 0).into(),
+                http: ([0, 0, 0, 0], 0).into(),
+            },
+            log_path: PathBuf::new(),
+            data_dir: temp.path().to_path_buf(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            _temp: temp,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        self.log_path = self.data_dir.join(format!("gatehouse-{}.log", unique()));
+        let log = std::fs::File::create(&self.log_path).expect("log file");
+        let runtime_file = self.data_dir.join("gatehouse.runtime.json");
+        let _ = std::fs::remove_file(&runtime_file);
+        let child = Command::new(gatehouse_bin())
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-ble"])
+            .args(&self.args)
+            .env("RUST_LOG", "info,gateway_core=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gatehouse");
+        self.child = Some(child);
+        self.runtime = self.wait_for_runtime(&runtime_file);
+    }
+
+    fn wait_for_runtime(&mut self, path: &Path) -> Runtime {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if let Ok(json) = serde_json::from_str::<Value>(&text) {
+                    let addr = |key: &str| json[key].as_str().and_then(|s| s.parse().ok());
+                    if let (Some(mqtt), Some(http)) = (addr("mqtt"), addr("http")) {
+                        return Runtime { mqtt, http };
+                    }
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("gatehouse exited during start ({status}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "gatehouse did not write its runtime file within 30 s:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.runtime.http, path)
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join("gatehouse.db")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = reqwest::get(self.http(path))
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: body is not JSON: {e}"));
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        body
+    }
+
+    /// Sends `signal` and waits for the exit status (at most `within`).
+    pub fn stop_with(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        within: Duration,
+    ) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon is running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal gatehouse");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "gatehouse did not exit within {within:?} after {signal}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Graceful stop with SIGTERM; asserts a clean exit.
+    pub fn stop(&mut self) {
+        let status = self.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "gatehouse exited with {status}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Stops the daemon if it runs and starts it again on the same data directory (new ports).
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "---- gatehouse log (last 60 lines, {}) ----",
+                self.log_path.display()
+            );
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T>(
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,125 @@
+//! A real MQTT client (rumqttc over TCP) for tests, with its event loop driven in the background
+//! and received publishes collected in a channel.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub qos: QoS,
+}
+
+impl Message {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload)
+            .unwrap_or_else(|e| panic!("{}: payload is not JSON: {e}", self.topic))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+pub struct Client {
+    pub client: AsyncClient,
+    pub messages: mpsc::UnboundedReceiver<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub fn options(client_id: &str, addr: SocketAddr) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    options
+}
+
+pub fn options_with_will(
+    client_id: &str,
+    addr: SocketAddr,
+    topic: &str,
+    payload: &str,
+) -> MqttOptions {
+    let mut options = options(client_id, addr);
+    options.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, true));
+    options
+}
+
+impl Client {
+    /// Connects and waits for the CONNACK; panics with the broker's answer when refused.
+    pub async fn connect(options: MqttOptions) -> Client {
+        Self::try_connect(options)
+            .await
+            .unwrap_or_else(|e| panic!("MQTT connect failed: {e}"))
+    }
+
+    pub async fn try_connect(options: MqttOptions) -> Result<Client, rumqttc::ConnectionError> {
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(_) => panic!("no CONNACK within 10 s"),
+            }
+        }
+        let (tx, messages) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(eventloop, tx));
+        Ok(Client {
+            client,
+            messages,
+            task,
+        })
+    }
+
+    /// Collects messages until `count` arrived or `timeout` passed.
+    pub async fn collect(&mut self, count: usize, timeout: Duration) -> Vec<Message> {
+        let mut received = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while received.len() < count {
+            match tokio::time::timeout_at(deadline, self.messages.recv()).await {
+                Ok(Some(message)) => received.push(message),
+                _ => break,
+            }
+        }
+        received
+    }
+
+    /// Waits for the next message on `topic`.
+    pub async fn next_on(&mut self, topic: &str, timeout: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.messages.recv()).await {
+                Ok(Some(message)) if message.topic == topic => return Some(message),
+                Ok(Some(_)) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Drops the connection without DISCONNECT, as a device losing power would.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Message>) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let _ = tx.send(Message {
+                    topic: p.topic.clone(),
+                    payload: p.payload.to_vec(),
+                    retain: p.retain,
+                    qos: p.qos,
+                });
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
