@@ -1,15 +1,19 @@
 //! The typed in-process event bus that joins the gateway's modules. Producers publish [`Event`]s;
 //! every module that cares subscribes. Modules never call each other directly.
 //!
-//! Built on a tokio broadcast channel: a subscriber that falls more than `capacity` events behind
-//! loses the oldest ones. [`Subscription::recv`] counts such losses in [`BusStats`] and logs them,
-//! so lag is visible rather than silent.
+//! Two kinds of subscription:
+//! - *reliable* ([`Bus::subscribe_reliable`]): a bounded queue per subscriber; `publish` waits for
+//!   room, so back-pressure reaches the producer and nothing is lost. For the store and the MQTT
+//!   publisher. A reliable subscriber must never publish on the bus (that could deadlock).
+//! - *lossy* ([`Bus::subscribe`]): a broadcast receiver; a subscriber more than the broadcast
+//!   capacity behind loses the oldest events, counted in [`BusSnapshot::lagged`] and logged. For
+//!   views that only need the latest state (the registry, WebSocket clients).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::reading::Reading;
 
@@ -41,93 +45,215 @@ pub struct Availability {
     pub at: i64,
 }
 
-#[derive(Debug, Default)]
-pub struct BusStats {
-    published: AtomicU64,
-    lagged: AtomicU64,
-}
-
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BusSnapshot {
     pub published: u64,
-    /// Events that some subscriber lost because it fell too far behind.
+    /// Events that some lossy subscriber lost because it fell too far behind.
     pub lagged: u64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    published: AtomicU64,
+    lagged: AtomicU64,
+}
+
+struct Inner {
+    broadcast: broadcast::Sender<Event>,
+    reliable: RwLock<Arc<Vec<mpsc::Sender<Event>>>>,
+    stats: Stats,
 }
 
 #[derive(Clone)]
 pub struct Bus {
-    sender: broadcast::Sender<Event>,
-    stats: Arc<BusStats>,
+    inner: Arc<Inner>,
 }
 
 impl Bus {
+    /// `capacity`: how far a lossy subscriber may fall behind before it loses events.
     pub fn new(capacity: usize) -> Bus {
-        let (sender, _) = broadcast::channel(capacity);
+        let (broadcast, _) = broadcast::channel(capacity);
         Bus {
-            sender,
-            stats: Arc::default(),
+            inner: Arc::new(Inner {
+                broadcast,
+                reliable: RwLock::new(Arc::new(Vec::new())),
+                stats: Stats::default(),
+            }),
         }
     }
 
-    pub fn publish(&self, event: Event) {
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
-        // No subscriber is not an error: nobody needed the event.
-        let _ = self.sender.send(event);
+    /// Delivers to every reliable subscriber (waiting for room) and then to the lossy ones.
+    pub async fn publish(&self, event: Event) {
+        self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+        let reliable = self
+            .inner
+            .reliable
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for subscriber in reliable.iter() {
+            // A closed subscriber has stopped (shutdown); it needs nothing more.
+            let _ = subscriber.send(event.clone()).await;
+        }
+        let _ = self.inner.broadcast.send(event);
     }
 
-    /// `name` identifies the subscriber in lag warnings.
+    /// A lossy subscription; `name` identifies it in lag warnings.
     pub fn subscribe(&self, name: &'static str) -> Subscription {
         Subscription {
             name,
-            receiver: self.sender.subscribe(),
-            stats: self.stats.clone(),
+            receiver: Receiver::Lossy(self.inner.broadcast.subscribe()),
+            bus: self.inner.clone(),
+        }
+    }
+
+    /// A subscription that never loses events: publishers wait while its `capacity` is full.
+    pub fn subscribe_reliable(&self, name: &'static str, capacity: usize) -> Subscription {
+        let (tx, rx) = mpsc::channel(capacity);
+        let mut reliable = self
+            .inner
+            .reliable
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut senders: Vec<_> = reliable
+            .iter()
+            .filter(|s| !s.is_closed())
+            .cloned()
+            .collect();
+        senders.push(tx);
+        *reliable = Arc::new(senders);
+        Subscription {
+            name,
+            receiver: Receiver::Reliable(rx),
+            bus: self.inner.clone(),
         }
     }
 
     pub fn snapshot(&self) -> BusSnapshot {
         BusSnapshot {
-            published: self.stats.published.load(Ordering::Relaxed),
-            lagged: self.stats.lagged.load(Ordering::Relaxed),
+            published: self.inner.stats.published.load(Ordering::Relaxed),
+            lagged: self.inner.stats.lagged.load(Ordering::Relaxed),
         }
     }
 }
 
+enum Receiver {
+    Lossy(broadcast::Receiver<Event>),
+    Reliable(mpsc::Receiver<Event>),
+}
+
 pub struct Subscription {
     name: &'static str,
-    receiver: broadcast::Receiver<Event>,
-    stats: Arc<BusStats>,
+    receiver: Receiver,
+    bus: Arc<Inner>,
 }
 
 impl Subscription {
     /// The next event, or `None` once the bus is gone.
     pub async fn recv(&mut self) -> Option<Event> {
-        loop {
-            match self.receiver.recv().await {
-                Ok(event) => return Some(event),
-                Err(broadcast::error::RecvError::Lagged(lost)) => self.count_lag(lost),
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+        match &mut self.receiver {
+            Receiver::Reliable(rx) => rx.recv().await,
+            Receiver::Lossy(rx) => loop {
+                match rx.recv().await {
+                    Ok(event) => return Some(event),
+                    Err(broadcast::error::RecvError::Lagged(lost)) => {
+                        count_lag(&self.bus, self.name, lost)
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            },
         }
     }
 
     /// An event that is already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        loop {
-            match self.receiver.try_recv() {
-                Ok(event) => return Some(event),
-                Err(broadcast::error::TryRecvError::Lagged(lost)) => self.count_lag(lost),
-                Err(_) => return None,
-            }
+        match &mut self.receiver {
+            Receiver::Reliable(rx) => rx.try_recv().ok(),
+            Receiver::Lossy(rx) => loop {
+                match rx.try_recv() {
+                    Ok(event) => return Some(event),
+                    Err(broadcast::error::TryRecvError::Lagged(lost)) => {
+                        count_lag(&self.bus, self.name, lost)
+                    }
+                    Err(_) => return None,
+                }
+            },
+        }
+    }
+}
+
+fn count_lag(bus: &Inner, name: &'static str, lost: u64) {
+    bus.stats.lagged.fetch_add(lost, Ordering::Relaxed);
+    tracing::warn!(
+        subscriber = name,
+        lost,
+        "event bus subscriber fell behind and lost events"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn availability(i: i64) -> Event {
+        Event::Availability(Availability {
+            device_id: "d".into(),
+            online: true,
+            at: i,
+        })
+    }
+
+    fn at(event: Option<Event>) -> Option<i64> {
+        match event {
+            Some(Event::Availability(a)) => Some(a.at),
+            _ => None,
         }
     }
 
-    fn count_lag(&self, lost: u64) {
-        self.stats.lagged.fetch_add(lost, Ordering::Relaxed);
-        tracing::warn!(
-            subscriber = self.name,
-            lost,
-            "event bus subscriber fell behind and lost events"
+    #[tokio::test]
+    async fn reliable_subscribers_get_everything_lossy_ones_count_their_losses() {
+        let bus = Bus::new(4);
+        let mut reliable = bus.subscribe_reliable("store", 2);
+        let mut lossy = bus.subscribe("view");
+        let publisher = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    bus.publish(availability(i)).await;
+                }
+            })
+        };
+        // The reliable queue holds 2: the publisher waits for us, so nothing is lost.
+        let mut received = Vec::new();
+        for _ in 0..100 {
+            received.push(at(reliable.recv().await).unwrap());
+        }
+        publisher.await.unwrap();
+        assert_eq!(received, (0..100).collect::<Vec<_>>());
+        // The lossy subscriber never read: it keeps the newest 4 and counts the rest as lost.
+        let mut kept = Vec::new();
+        while let Some(event) = lossy.try_recv() {
+            kept.push(at(Some(event)).unwrap());
+        }
+        assert_eq!(kept, vec![96, 97, 98, 99]);
+        assert_eq!(
+            bus.snapshot(),
+            BusSnapshot {
+                published: 100,
+                lagged: 96
+            }
         );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_reliable_subscriber_does_not_block_publishers() {
+        let bus = Bus::new(4);
+        let gone = bus.subscribe_reliable("gone", 1);
+        drop(gone);
+        for i in 0..10 {
+            bus.publish(availability(i)).await;
+        }
+        assert_eq!(bus.snapshot().published, 10);
     }
 }

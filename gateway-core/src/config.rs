@@ -171,7 +171,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: LogFormat::Human,
-            level: "info".into(),
+            // rumqttd warns once per dropped segment when a subscriber lags; the broker's own
+            // counters report that instead of flooding the log.
+            level: "info,rumqttd=error".into(),
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::broker;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::health::{Health, SimulatorInfo};
-use crate::pipeline::{self, PipelineStats, Processor};
+use crate::pipeline::{self, Advertisement, PipelineStats, Processor};
 use crate::reading::now_ms;
 use crate::registry::{self, Registry};
 use crate::simulator;
@@ -57,6 +57,8 @@ pub struct Gateway {
     pub health: Health,
     pub store: Store,
     pub bus: Bus,
+    /// Where advertisement sources (simulator, Bluetooth scanner, remote receivers) send.
+    pub ingress: mpsc::Sender<Advertisement>,
     shutdown: CancellationToken,
     store_shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -104,15 +106,19 @@ impl Gateway {
                     config.mqtt.listen
                 )
             })?;
+        // Subscribe before any task starts publishing, so that no early event is missed.
+        let publisher_events = bus.subscribe_reliable("mqtt-publisher", 4096);
+        let registry_events = bus.subscribe("registry");
         tasks.spawn(broker::run_gateway_link(
             mqtt.links.clone(),
             config.site.clone(),
-            bus.clone(),
+            publisher_events,
             shutdown.clone(),
         ));
         tasks.spawn(registry::run(
             registry.clone(),
             bus.clone(),
+            registry_events,
             config.devices.offline_after,
             shutdown.clone(),
         ));
@@ -156,7 +162,6 @@ impl Gateway {
         } else {
             "disabled".to_string()
         };
-        drop(ingress);
 
         let health = Health {
             started: Instant::now(),
@@ -215,6 +220,7 @@ impl Gateway {
             health,
             store,
             bus,
+            ingress,
             shutdown,
             store_shutdown,
             tasks,
@@ -222,7 +228,7 @@ impl Gateway {
         })
     }
 
-    /// A token that, when cancelled, makes [`Gateway::run_until_stopped`] return.
+    /// The gateway's root shutdown token: cancelling it asks the gateway to stop.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }

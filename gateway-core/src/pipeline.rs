@@ -195,7 +195,7 @@ pub async fn run(
         };
         let Some(adv) = adv else { break };
         if let Ok(reading) = processor.process(&adv) {
-            bus.publish(Event::Reading(Arc::new(reading)));
+            bus.publish(Event::Reading(Arc::new(reading))).await;
         }
     }
     tracing::debug!(at = now_ms(), "pipeline stopped");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Availability, Bus, DeviceInfo, Event};
+use crate::bus::{Availability, Bus, DeviceInfo, Event, Subscription};
 use crate::reading::{now_ms, ruuvi_kind};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -85,6 +85,15 @@ impl Registry {
         }
     }
 
+    fn known_ids(&self) -> Vec<String> {
+        self.devices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Marks devices silent since before `cutoff` offline and returns their ids.
     fn expire(&self, cutoff: i64) -> Vec<String> {
         let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
@@ -99,13 +108,27 @@ impl Registry {
     }
 }
 
+/// `events` must be subscribed before any reading is published (see `Gateway::start`).
 pub async fn run(
     registry: Registry,
     bus: Bus,
+    mut events: Subscription,
     offline_after: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut events = bus.subscribe("registry");
+    // The broker keeps retained messages in memory only: after a restart, state every known
+    // device's availability again (offline until it is heard).
+    let now = now_ms();
+    for device_id in registry.known_ids() {
+        if registry.get(&device_id).is_some_and(|state| !state.online) {
+            bus.publish(Event::Availability(Availability {
+                device_id,
+                online: false,
+                at: now,
+            }))
+            .await;
+        }
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(offline_after));
     let offline_after_ms = offline_after.as_millis() as i64;
     loop {
@@ -119,11 +142,11 @@ pub async fn run(
                             kind: ruuvi_kind(reading.measurement.data_format).to_string(),
                             mac: Some(reading.mac.clone()),
                             first_seen: reading.ts,
-                        })));
+                        }))).await;
                         tracing::info!(device = %reading.device_id, mac = %reading.mac, "new device discovered");
                     }
                     if came_online {
-                        bus.publish(Event::Availability(Availability { device_id: reading.device_id.clone(), online: true, at: reading.ts }));
+                        bus.publish(Event::Availability(Availability { device_id: reading.device_id.clone(), online: true, at: reading.ts })).await;
                     }
                 }
                 Some(_) => {}
@@ -133,7 +156,7 @@ pub async fn run(
                 let now = now_ms();
                 for device_id in registry.expire(now - offline_after_ms) {
                     tracing::info!(device = %device_id, ?offline_after, "device went silent; marking it offline");
-                    bus.publish(Event::Availability(Availability { device_id, online: false, at: now }));
+                    bus.publish(Event::Availability(Availability { device_id, online: false, at: now })).await;
                 }
             }
             _ = shutdown.cancelled() => return,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rumqttd::local::{LinkRx, LinkTx};
+use futures_util::FutureExt;
+use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
     self, ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, Publish,
 };
@@ -238,28 +239,11 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                         return end;
                     }
                 }
-                notification = self.link_rx.next() => match notification {
-                    Ok(Some(Notification::Unschedule)) => {
-                        // The router paused us because our outgoing buffer was full.
-                        if self.link_rx.wake().await.is_err() {
-                            return End::TakenOver;
-                        }
+                notification = self.link_rx.next() => {
+                    if let Some(end) = self.forward_outgoing(notification).await {
+                        return end;
                     }
-                    Ok(Some(notification)) => {
-                        let Some(packet) = Option::<Packet>::from(notification) else { continue };
-                        if let Packet::Disconnect(..) = packet {
-                            return End::TakenOver;
-                        }
-                        if let Packet::Publish(..) = packet {
-                            self.ctx.stats.publishes_out.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let Err(error) = write_packet(&mut self.writer, &mut self.write_buf, self.codec, packet).await {
-                            return End::Io(error);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(_) => return End::TakenOver,
-                },
+                }
                 _ = keep_alive_timer => {
                     self.ctx.stats.keepalive_timeouts.fetch_add(1, Ordering::Relaxed);
                     return End::KeepAliveExpired;
@@ -267,6 +251,63 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 _ = shutdown.cancelled() => return End::GatewayShutdown,
             }
         }
+    }
+
+    /// Writes `first` and every further notification the router has already queued for this
+    /// client in one socket write (one syscall per burst, not per message).
+    async fn forward_outgoing(
+        &mut self,
+        first: Result<Option<Notification>, LinkError>,
+    ) -> Option<End> {
+        const MAX_BURST_BYTES: usize = 64 * 1024;
+        self.write_buf.clear();
+        let mut next = Some(first);
+        let mut end = None;
+        while let Some(notification) = next.take() {
+            match notification {
+                Ok(Some(Notification::Unschedule)) => {
+                    // The router paused us because our outgoing buffer was full.
+                    if self.link_rx.wake().await.is_err() {
+                        end = Some(End::TakenOver);
+                        break;
+                    }
+                }
+                Ok(Some(notification)) => match Option::<Packet>::from(notification) {
+                    Some(Packet::Disconnect(..)) => {
+                        end = Some(End::TakenOver);
+                        break;
+                    }
+                    Some(packet) => {
+                        if let Packet::Publish(..) = packet {
+                            self.ctx.stats.publishes_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Err(error) = self.codec.write(packet, &mut self.write_buf) {
+                            end = Some(End::Protocol(error));
+                            break;
+                        }
+                    }
+                    None => {}
+                },
+                Ok(None) => {}
+                Err(_) => {
+                    end = Some(End::TakenOver);
+                    break;
+                }
+            }
+            if self.write_buf.len() < MAX_BURST_BYTES {
+                next = self.link_rx.next().now_or_never();
+            }
+        }
+        if !self.write_buf.is_empty() {
+            let written = async {
+                self.writer.write_all(&self.write_buf).await?;
+                self.writer.flush().await
+            };
+            if let Err(error) = written.await {
+                return Some(End::Io(error));
+            }
+        }
+        end
     }
 
     /// Frames every complete packet in the read buffer and hands them to the router.

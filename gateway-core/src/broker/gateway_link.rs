@@ -8,19 +8,19 @@ use rumqttd::Notification;
 use tokio_util::sync::CancellationToken;
 
 use super::LinkFactory;
-use crate::bus::{Bus, Event};
+use crate::bus::{Event, Subscription};
 use crate::topics;
 
 pub const GATEWAY_CLIENT_ID: &str = "gatehouse-gateway";
 
-/// Runs until `shutdown`, then marks the gateway offline.
+/// Runs until `shutdown`, then marks the gateway offline. `events` must be subscribed before
+/// anything is published (see `Gateway::start`).
 pub async fn run_gateway_link(
     links: LinkFactory,
     site: String,
-    bus: Bus,
+    mut events: Subscription,
     shutdown: CancellationToken,
 ) {
-    let mut events = bus.subscribe("mqtt-publisher");
     let (mut tx, rx) = match tokio::task::spawn_blocking(move || links(GATEWAY_CLIENT_ID, true))
         .await
     {
@@ -40,7 +40,9 @@ pub async fn run_gateway_link(
         };
         match event {
             Some(Event::Reading(reading)) => {
-                let payload = match serde_json::to_vec(&*reading) {
+                let mut payload = Vec::with_capacity(768);
+                let payload = match serde_json::to_writer(&mut payload, &*reading).map(|()| payload)
+                {
                     Ok(payload) => payload,
                     Err(error) => {
                         tracing::error!(%error, device = %reading.device_id, "cannot serialize a reading");

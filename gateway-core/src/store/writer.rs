@@ -85,7 +85,8 @@ pub fn spawn_writer(
 ) -> Result<WriterHandle, StoreError> {
     let conn = open_connection(&path)?;
     let (batches_tx, batches_rx) = mpsc::channel::<Vec<Arc<Reading>>>(4);
-    let subscription = bus.subscribe("store");
+    // Reliable: the store must see every reading; a slow disk slows intake instead of losing data.
+    let subscription = bus.subscribe_reliable("store", config.batch_size.max(1024) * 2);
     let thread_stats = stats.clone();
     let thread_shutdown = shutdown.clone();
     let retention = config.retention;
@@ -147,18 +148,20 @@ async fn collect(
 }
 
 fn write_loop(
-    mut conn: Connection,
+    conn: Connection,
     mut batches: mpsc::Receiver<Vec<Arc<Reading>>>,
     retention: Duration,
     stats: Arc<StoreStats>,
     shutdown: CancellationToken,
 ) {
-    let mut device_pks: HashMap<String, i64> = HashMap::new();
+    let mut writer = Writer::new(conn);
     let mut last_retention: Option<std::time::Instant> = None;
     while let Some(batch) = batches.blocking_recv() {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match write_batch(&mut conn, &batch, &mut device_pks) {
+            // The last batch (channel closed and drained) always records the devices' latest state.
+            let final_batch = batches.is_closed() && batches.is_empty();
+            match writer.write(&batch, final_batch) {
                 Ok(()) => {
                     stats
                         .rows_written
@@ -170,8 +173,6 @@ fn write_loop(
                     break;
                 }
                 Err(error) => {
-                    // Forget cached device keys: the failed transaction may have rolled them back.
-                    device_pks.clear();
                     stats.write_errors.fetch_add(1, Ordering::Relaxed);
                     let message = format!("writing {} readings failed: {error}", batch.len());
                     tracing::error!("{message}; retrying in {backoff:?} (is the disk full or the data directory read-only?)");
@@ -190,7 +191,7 @@ fn write_loop(
         }
         if last_retention.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
             last_retention = Some(std::time::Instant::now());
-            match apply_retention(&conn, retention) {
+            match apply_retention(&writer.conn, retention) {
                 Ok(deleted) => {
                     stats
                         .rows_deleted_by_retention
@@ -205,74 +206,134 @@ fn write_loop(
             }
         }
     }
+    // Whatever is still pending (the channel may close right after a batch).
+    if let Err(error) = writer.write(&[], true) {
+        tracing::error!(%error, "recording the devices' latest state at shutdown failed");
+    }
     tracing::debug!("store writer stopped");
 }
 
-fn write_batch(
-    conn: &mut Connection,
-    batch: &[Arc<Reading>],
-    device_pks: &mut HashMap<String, i64>,
-) -> Result<(), rusqlite::Error> {
-    let tx = conn.transaction()?;
-    {
-        let columns: String = MEASUREMENT_COLUMNS
-            .iter()
-            .map(|c| format!(", {}", c.column))
-            .collect();
-        let placeholders: String = (0..MEASUREMENT_COLUMNS.len())
-            .map(|i| format!(", ?{}", i + 4))
-            .collect();
-        let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO readings (device_pk, ts, rssi{columns}) VALUES (?1, ?2, ?3{placeholders})"
-        ))?;
-        let mut latest: HashMap<i64, &Reading> = HashMap::new();
-        for reading in batch {
-            let pk = device_pk(&tx, device_pks, reading)?;
-            let mut values: Vec<Option<f64>> = Vec::with_capacity(MEASUREMENT_COLUMNS.len());
-            values.extend(
-                MEASUREMENT_COLUMNS
-                    .iter()
-                    .map(|c| (c.value)(&reading.measurement)),
-            );
-            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&pk, &reading.ts, &reading.rssi];
-            params.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
-            insert.execute(params.as_slice())?;
-            latest
-                .entry(pk)
-                .and_modify(|r| {
-                    if reading.ts >= r.ts {
-                        *r = reading
-                    }
-                })
-                .or_insert(reading);
-        }
-        let mut update = tx.prepare_cached(
-            "UPDATE devices SET last_seen = MAX(last_seen, ?2), last_rssi = ?3, last_receiver = ?4, \
-             data_format = ?5, last_reading = ?6 WHERE pk = ?1",
-        )?;
-        for (pk, reading) in latest {
-            let json = serde_json::to_string(reading).unwrap_or_default();
-            update.execute(params![
-                pk,
-                reading.ts,
-                reading.rssi,
-                reading.receiver,
-                reading.measurement.data_format,
-                json
-            ])?;
-        }
-    }
-    tx.commit()
+/// How often each device's row (last seen, latest reading) is refreshed. Readings are written
+/// every batch; the device rows less often, because with many tags they would double the work.
+const DEVICE_REFRESH: Duration = Duration::from_secs(2);
+
+struct Writer {
+    conn: Connection,
+    device_pks: HashMap<String, i64>,
+    /// The newest reading per device since the device rows were last refreshed.
+    latest: HashMap<i64, Arc<Reading>>,
+    devices_refreshed: std::time::Instant,
 }
 
-fn device_pk(
-    tx: &Transaction,
-    cache: &mut HashMap<String, i64>,
-    reading: &Reading,
-) -> Result<i64, rusqlite::Error> {
-    if let Some(pk) = cache.get(&reading.device_id) {
-        return Ok(*pk);
+impl Writer {
+    fn new(conn: Connection) -> Writer {
+        Writer {
+            conn,
+            device_pks: HashMap::new(),
+            latest: HashMap::new(),
+            devices_refreshed: std::time::Instant::now(),
+        }
     }
+
+    /// Writes `batch` in one transaction; on error nothing of it is kept and it can be retried.
+    fn write(
+        &mut self,
+        batch: &[Arc<Reading>],
+        refresh_devices: bool,
+    ) -> Result<(), rusqlite::Error> {
+        let tx = self.conn.transaction()?;
+        let mut new_pks = Vec::new();
+        let mut batch_latest: Vec<(i64, &Arc<Reading>)> = Vec::with_capacity(batch.len());
+        {
+            let columns: String = MEASUREMENT_COLUMNS
+                .iter()
+                .map(|c| format!(", {}", c.column))
+                .collect();
+            let placeholders: String = (0..MEASUREMENT_COLUMNS.len())
+                .map(|i| format!(", ?{}", i + 4))
+                .collect();
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO readings (device_pk, ts, rssi{columns}) VALUES (?1, ?2, ?3{placeholders})"
+            ))?;
+            for reading in batch {
+                let pk = match self.device_pks.get(&reading.device_id) {
+                    Some(pk) => *pk,
+                    None => {
+                        let pk = insert_device(&tx, reading)?;
+                        new_pks.push((reading.device_id.clone(), pk));
+                        pk
+                    }
+                };
+                insert.raw_bind_parameter(1, pk)?;
+                insert.raw_bind_parameter(2, reading.ts)?;
+                insert.raw_bind_parameter(3, reading.rssi)?;
+                for (i, column) in MEASUREMENT_COLUMNS.iter().enumerate() {
+                    insert.raw_bind_parameter(i + 4, (column.value)(&reading.measurement))?;
+                }
+                insert.raw_execute()?;
+                batch_latest.push((pk, reading));
+            }
+        }
+        let refresh = refresh_devices || self.devices_refreshed.elapsed() >= DEVICE_REFRESH;
+        let mut latest = if refresh {
+            std::mem::take(&mut self.latest)
+        } else {
+            HashMap::new()
+        };
+        {
+            let target = if refresh {
+                &mut latest
+            } else {
+                &mut self.latest
+            };
+            for (pk, reading) in batch_latest {
+                match target.get(&pk) {
+                    Some(current) if current.ts > reading.ts => {}
+                    _ => {
+                        target.insert(pk, reading.clone());
+                    }
+                }
+            }
+        }
+        if refresh {
+            let mut update = tx.prepare_cached(
+                "UPDATE devices SET last_seen = MAX(last_seen, ?2), last_rssi = ?3, last_receiver = ?4, \
+                 data_format = ?5, last_reading = ?6 WHERE pk = ?1",
+            )?;
+            for (pk, reading) in &latest {
+                let json = serde_json::to_string(&**reading).unwrap_or_default();
+                update.execute(params![
+                    pk,
+                    reading.ts,
+                    reading.rssi,
+                    reading.receiver,
+                    reading.measurement.data_format,
+                    json
+                ])?;
+            }
+        }
+        match tx.commit() {
+            Ok(()) => {
+                self.device_pks.extend(new_pks);
+                if refresh {
+                    self.devices_refreshed = std::time::Instant::now();
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if refresh {
+                    // Keep the device updates for the retry.
+                    for (pk, reading) in latest {
+                        self.latest.entry(pk).or_insert(reading);
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+fn insert_device(tx: &Transaction, reading: &Reading) -> Result<i64, rusqlite::Error> {
     tx.execute(
         "INSERT INTO devices (id, kind, mac, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4) \
          ON CONFLICT(id) DO NOTHING",
@@ -283,13 +344,11 @@ fn device_pk(
             reading.ts
         ],
     )?;
-    let pk: i64 = tx.query_row(
+    tx.query_row(
         "SELECT pk FROM devices WHERE id = ?1",
         [&reading.device_id],
         |r| r.get(0),
-    )?;
-    cache.insert(reading.device_id.clone(), pk);
-    Ok(pk)
+    )
 }
 
 /// Deletes readings older than `retention`, device by device so each delete uses the index.
@@ -333,15 +392,25 @@ mod tests {
     #[test]
     fn batches_insert_readings_create_devices_and_keep_the_latest() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
-        let mut cache = HashMap::new();
+        let mut writer = Writer::new(open_connection(&dir.path().join("t.db")).unwrap());
         let batch = vec![
             reading("a", 2_000, 2.0),
             reading("a", 1_000, 1.0),
             reading("b", 1_500, 5.0),
         ];
-        write_batch(&mut conn, &batch, &mut cache).unwrap();
-        write_batch(&mut conn, &[reading("a", 3_000, 3.0)], &mut cache).unwrap();
+        writer.write(&batch, false).unwrap();
+        let pending: Option<String> = writer
+            .conn
+            .query_row("SELECT last_reading FROM devices WHERE id = 'a'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            pending, None,
+            "device rows are refreshed at most every {DEVICE_REFRESH:?}"
+        );
+        writer.write(&[reading("a", 3_000, 3.0)], true).unwrap();
+        let conn = &writer.conn;
         let count: i64 = conn
             .query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))
             .unwrap();
@@ -366,13 +435,14 @@ mod tests {
     #[test]
     fn retention_deletes_only_old_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        let mut writer = Writer::new(open_connection(&dir.path().join("t.db")).unwrap());
         let now = now_ms();
         let batch = vec![
             reading("a", now - 10 * 86_400_000, 1.0),
             reading("a", now - 1_000, 2.0),
         ];
-        write_batch(&mut conn, &batch, &mut HashMap::new()).unwrap();
+        writer.write(&batch, true).unwrap();
+        let conn = &writer.conn;
         assert_eq!(
             apply_retention(&conn, Duration::from_secs(7 * 86_400)).unwrap(),
             1

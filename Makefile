@@ -1,0 +1,26 @@
+# The two commands: `make run` starts the gateway, `make test` runs every test.
+# Both install what is missing first and can be repeated.
+
+CARGO ?= cargo
+
+.PHONY: run test build bench fmt clippy
+
+run:
+	./scripts/setup.sh run
+	$(CARGO) build --release -p gateway-core --bin gatehouse
+	./scripts/run.sh $(ARGS)
+
+test:
+	./scripts/setup.sh test
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+bench:
+	./scripts/setup.sh run
+	$(CARGO) run --release -p gateway-core --bin gatehouse-bench -- all
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

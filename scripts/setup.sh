@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what `make run` or `make test` needs and is missing. Idempotent: a second run
+# installs nothing. Usage: scripts/setup.sh run|test
+set -euo pipefail
+
+purpose="${1:-run}"
+
+# System packages per purpose (Debian 12 / Ubuntu / Raspberry Pi OS names).
+run_packages=(build-essential pkg-config ca-certificates curl)
+test_packages=("${run_packages[@]}")
+
+case "$purpose" in
+  run) wanted=("${run_packages[@]}") ;;
+  test) wanted=("${test_packages[@]}") ;;
+  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+esac
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for pkg in "${wanted[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+      command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+      sudo="sudo"
+    fi
+    say "installing system packages: ${missing[*]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+  fi
+else
+  say "not a Debian-based system: make sure these are installed: ${wanted[*]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    say "cargo is in ~/.cargo/bin; add it to PATH (source ~/.cargo/env)"
+  else
+    say "installing the Rust toolchain with rustup (https://rustup.rs)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal \
+      || { echo "rustup failed; install Rust from https://rustup.rs and run this again" >&2; exit 1; }
+  fi
+  echo "Rust was installed: run 'source ~/.cargo/env' (or open a new shell) and repeat the command." >&2
+  exit 1
+fi
