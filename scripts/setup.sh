@@ -7,7 +7,7 @@ purpose="${1:-run}"
 
 # System packages per purpose (Debian 12 / Ubuntu / Raspberry Pi OS names).
 run_packages=(build-essential pkg-config ca-certificates curl)
-test_packages=("${run_packages[@]}")
+test_packages=("${run_packages[@]}" mosquitto mosquitto-clients python3-paho-mqtt)
 
 case "$purpose" in
   run) wanted=("${run_packages[@]}") ;;
@@ -31,6 +31,11 @@ if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     say "installing system packages: ${missing[*]}"
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+    # The tests start their own Mosquitto on free ports; a system service would take port 1883
+    # from the gateway.
+    if [[ " ${missing[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null 2>&1; then
+      $sudo systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    fi
   fi
 else
   say "not a Debian-based system: make sure these are installed: ${wanted[*]}"

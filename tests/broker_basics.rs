@@ -1,10 +1,11 @@
 //! The embedded broker with real MQTT clients over TCP: QoS 1 delivery, retained messages, will
-//! messages on abrupt disconnect, client-id rules, malformed and oversized packets.
+//! messages on abrupt disconnect, client-id rules, malformed and oversized packets. The clients
+//! use a service account allowed to read and write `lab/#`.
 
 use std::time::Duration;
 
-use gatehouse_tests::mqtt::{options, options_with_will, Client};
-use gatehouse_tests::Daemon;
+use gatehouse_tests::mqtt::{options_as, with_will, Client};
+use gatehouse_tests::{Credentials, Daemon};
 use rumqttc::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -12,15 +13,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn qos1_retained_and_will_messages() {
     let daemon = Daemon::start(&[]);
     let addr = daemon.runtime.mqtt;
+    let lab = daemon
+        .account("lab", "service", &[("lab/#", "readwrite")])
+        .await;
+    let options = |id: &str| options_as(id, addr, &lab);
 
-    let mut sub = Client::connect(options("sub", addr)).await;
+    let mut sub = Client::connect(options("sub")).await;
     sub.client
         .subscribe("lab/#", QoS::AtLeastOnce)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let publisher = Client::connect(options("pub", addr)).await;
+    let publisher = Client::connect(options("pub")).await;
     for i in 0..100 {
         publisher
             .client
@@ -43,7 +48,7 @@ async fn qos1_retained_and_will_messages() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut late = Client::connect(options("late", addr)).await;
+    let mut late = Client::connect(options("late")).await;
     late.client
         .subscribe("lab/retained", QoS::AtLeastOnce)
         .await
@@ -56,13 +61,7 @@ async fn qos1_retained_and_will_messages() {
     assert_eq!(retained.text(), "kept");
 
     // A device that loses power: its will is published; one that disconnects cleanly: no will.
-    let dying = Client::connect(options_with_will(
-        "dying",
-        addr,
-        "lab/dying/status",
-        "offline",
-    ))
-    .await;
+    let dying = Client::connect(with_will(options("dying"), "lab/dying/status", "offline")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     dying.kill();
     let will = sub
@@ -71,13 +70,8 @@ async fn qos1_retained_and_will_messages() {
         .expect("will published");
     assert_eq!(will.text(), "offline");
 
-    let polite = Client::connect(options_with_will(
-        "polite",
-        addr,
-        "lab/polite/status",
-        "offline",
-    ))
-    .await;
+    let polite =
+        Client::connect(with_will(options("polite"), "lab/polite/status", "offline")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     polite.client.disconnect().await.unwrap();
     assert!(
@@ -92,15 +86,14 @@ async fn qos1_retained_and_will_messages() {
 async fn client_id_rules_and_bad_packets() {
     let daemon = Daemon::start(&[]);
     let addr = daemon.runtime.mqtt;
+    let lab = daemon
+        .account("lab", "service", &[("lab/#", "readwrite")])
+        .await;
+    let options = |id: &str| options_as(id, addr, &lab);
 
-    // A persistent session needs a client id; ids that impersonate the gateway are refused.
-    let mut persistent_anonymous = options("", addr);
-    persistent_anonymous.set_clean_session(true);
-    assert!(
-        Client::try_connect(persistent_anonymous).await.is_ok(),
-        "an empty id with a clean session gets one assigned"
-    );
-    let refused = Client::try_connect(options("gatehouse-gateway", addr))
+    // An empty id with a clean session gets one assigned; ids that impersonate the gateway are refused.
+    assert!(Client::try_connect(options("")).await.is_ok());
+    let refused = Client::try_connect(options("gatehouse-gateway"))
         .await
         .err()
         .expect("refused");
@@ -122,7 +115,7 @@ async fn client_id_rules_and_bad_packets() {
     assert_eq!(read.unwrap(), 0, "connection closed without a reply");
 
     // An oversized publish (the default limit is 256 KiB) disconnects that client only.
-    let mut big_options = options("big", addr);
+    let mut big_options = options("big");
     big_options.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
     let big = Client::connect(big_options).await;
     big.client
@@ -145,7 +138,7 @@ async fn client_id_rules_and_bad_packets() {
         "{health}"
     );
 
-    let mut ok = Client::connect(options("still-fine", addr)).await;
+    let mut ok = Client::connect(options("still-fine")).await;
     ok.client
         .subscribe("lab/x", QoS::AtLeastOnce)
         .await
@@ -161,15 +154,16 @@ async fn client_id_rules_and_bad_packets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_is_dropped_after_one_and_a_half_keep_alives() {
     let daemon = Daemon::start(&[]);
+    let lab = daemon
+        .account("lab", "service", &[("lab/#", "readwrite")])
+        .await;
     let mut stream = tokio::net::TcpStream::connect(daemon.runtime.mqtt)
         .await
         .unwrap();
-    // CONNECT, MQTT 3.1.1, clean session, keep-alive 1 s, client id "quiet".
-    let connect = [
-        0x10, 0x11, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x01, 0x00, 0x05, b'q',
-        b'u', b'i', b'e', b't',
-    ];
-    stream.write_all(&connect).await.unwrap();
+    stream
+        .write_all(&raw_connect("quiet", 1, &lab))
+        .await
+        .unwrap();
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack).await.unwrap();
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
@@ -183,4 +177,21 @@ async fn silent_client_is_dropped_after_one_and_a_half_keep_alives() {
         started.elapsed() >= Duration::from_millis(1_400),
         "not before 1.5 × keep-alive"
     );
+}
+
+/// A hand-made MQTT 3.1.1 CONNECT (clean session) with credentials.
+fn raw_connect(client_id: &str, keep_alive: u16, credentials: &Credentials) -> Vec<u8> {
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0b1100_0010];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    for field in [
+        client_id,
+        credentials.username.as_str(),
+        credentials.password.as_str(),
+    ] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
 }

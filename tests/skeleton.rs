@@ -4,16 +4,18 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use gatehouse_tests::mqtt::{options, Client};
+use gatehouse_tests::mqtt::{options_as, Client};
 use gatehouse_tests::{eventually, Daemon};
 use rumqttc::QoS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_tags_flow_through_broker_store_and_api_and_survive_restart() {
     let mut daemon = Daemon::start(&["--simulate", "5", "--seed", "1"]);
+    let viewer = daemon.account("viewer", "service", &[]).await;
 
     // A real MQTT client receives decoded readings from all five tags.
-    let mut sub = Client::connect(options("test-subscriber", daemon.runtime.mqtt)).await;
+    let mut sub =
+        Client::connect(options_as("test-subscriber", daemon.runtime.mqtt, &viewer)).await;
     sub.client
         .subscribe("devices/home/+/telemetry", QoS::AtLeastOnce)
         .await
@@ -62,7 +64,8 @@ async fn simulated_tags_flow_through_broker_store_and_api_and_survive_restart() 
     assert!(airs[0][0]["CO2"].is_number() && airs[0][0]["iaqs"].is_number());
 
     // Availability is retained: a client connecting later still sees every tag online.
-    let mut late = Client::connect(options("late-subscriber", daemon.runtime.mqtt)).await;
+    let mut late =
+        Client::connect(options_as("late-subscriber", daemon.runtime.mqtt, &viewer)).await;
     late.client
         .subscribe("devices/home/+/status", QoS::AtLeastOnce)
         .await
@@ -90,13 +93,18 @@ async fn simulated_tags_flow_through_broker_store_and_api_and_survive_restart() 
         .all(|d| d["online"] == true && d["lastReading"].is_object()));
 
     let device_id = per_device.keys().next().unwrap().clone();
-    let history = daemon
-        .get_json(&format!(
-            "/api/devices/{device_id}/readings?from=-10m&bucket=1s"
-        ))
-        .await;
+    // Readings are committed in batches (by default every 250 ms): wait for the store to catch up.
+    let history = eventually(Duration::from_secs(10), async || {
+        let h = daemon
+            .get_json(&format!(
+                "/api/devices/{device_id}/readings?from=-10m&bucket=1s"
+            ))
+            .await;
+        (h["ts"].as_array().unwrap().len() >= 3).then_some(h)
+    })
+    .await
+    .expect("history has at least three buckets");
     let buckets = history["ts"].as_array().unwrap().len();
-    assert!(buckets >= 3, "history has buckets: {history}");
     assert_eq!(history["bucketMs"], 1000);
     let temps = &history["series"]["temperature"];
     for i in 0..buckets {
@@ -143,7 +151,9 @@ async fn simulated_tags_flow_through_broker_store_and_api_and_survive_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_advertisements_are_stored_once_and_every_published_reading_is_stored() {
     let mut daemon = Daemon::start(&["--simulate", "5", "--seed", "7"]);
-    let mut sub = Client::connect(options("dedup-subscriber", daemon.runtime.mqtt)).await;
+    let viewer = daemon.account("viewer", "service", &[]).await;
+    let mut sub =
+        Client::connect(options_as("dedup-subscriber", daemon.runtime.mqtt, &viewer)).await;
     sub.client
         .subscribe("devices/home/+/telemetry", QoS::AtLeastOnce)
         .await

@@ -25,6 +25,34 @@ pub enum Event {
     DeviceDiscovered(Arc<DeviceInfo>),
     /// A device went online (a reading after silence) or offline (silent for too long).
     Availability(Availability),
+    /// An MQTT client completed CONNECT.
+    ClientConnected(Arc<ClientInfo>),
+    /// An MQTT client's session ended.
+    ClientDisconnected {
+        client: Arc<ClientInfo>,
+        reason: String,
+        at: i64,
+    },
+    /// An identity lost access (disabled, deleted, secret rotated): its sessions must end.
+    IdentityRevoked {
+        username: String,
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub role: Option<String>,
+    pub site: Option<String>,
+    pub address: String,
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub transport: &'static str,
+    /// `3.1.1` or `5`.
+    pub protocol: &'static str,
+    pub connected_at: i64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -44,7 +44,38 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
+    /// Plain MQTT (TCP). All interfaces by default: LAN devices connect here.
     pub listen: SocketAddr,
+    /// MQTT over TLS; `"off"` disables it.
+    #[serde(deserialize_with = "optional_address")]
+    pub tls_listen: Option<SocketAddr>,
+    /// MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`); `"off"` disables it.
+    #[serde(deserialize_with = "optional_address")]
+    pub ws_listen: Option<SocketAddr>,
+    /// MQTT over secure WebSocket; `"off"` disables it.
+    #[serde(deserialize_with = "optional_address")]
+    pub wss_listen: Option<SocketAddr>,
+    /// Extra DNS names and IP addresses for the generated server certificate (the host name,
+    /// `localhost` and the loopback addresses are always included).
+    pub tls_names: Vec<String>,
+    /// Per client: publishes per second (0 = unlimited) and the burst allowed above it.
+    pub publish_rate: f64,
+    pub publish_burst: f64,
+    /// Per client: publish bytes (topic + payload) per second and the burst allowed above it.
+    pub byte_rate: f64,
+    pub byte_burst: f64,
+    /// Simultaneous connections from one IP address (0 = unlimited).
+    pub max_connections_per_address: usize,
+    /// A client id that disconnects more than `flap_max_disconnects` times within
+    /// `flap_window` is refused for `flap_ban` (0 disables).
+    pub flap_max_disconnects: usize,
+    #[serde(with = "humantime_serde")]
+    pub flap_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub flap_ban: Duration,
+    /// How often the gateway publishes `gatehouse/{site}/health`.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
     /// Largest MQTT packet accepted from a client, in bytes.
     pub max_packet_size: usize,
     /// Time a new connection has to send CONNECT.
@@ -181,7 +212,20 @@ impl Default for LogConfig {
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
-            listen: ([127, 0, 0, 1], 1883).into(),
+            listen: ([0, 0, 0, 0], 1883).into(),
+            tls_listen: Some(([0, 0, 0, 0], 8883).into()),
+            ws_listen: Some(([0, 0, 0, 0], 9001).into()),
+            wss_listen: Some(([0, 0, 0, 0], 9443).into()),
+            tls_names: Vec::new(),
+            publish_rate: 200.0,
+            publish_burst: 1000.0,
+            byte_rate: 1024.0 * 1024.0,
+            byte_burst: 4.0 * 1024.0 * 1024.0,
+            max_connections_per_address: 64,
+            flap_max_disconnects: 15,
+            flap_window: Duration::from_secs(60),
+            flap_ban: Duration::from_secs(300),
+            health_interval: Duration::from_secs(30),
             max_packet_size: 256 * 1024,
             connect_timeout: Duration::from_secs(5),
             segment_size: 1024 * 1024,
@@ -284,6 +328,24 @@ pub enum ConfigError {
 
 const ENV_PREFIX: &str = "GATEHOUSE_";
 
+/// `"off"` (or an empty string) disables a listener; anything else must be an address.
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_optional_address(&text).map_err(serde::de::Error::custom)
+}
+
+pub fn parse_optional_address(text: &str) -> Result<Option<SocketAddr>, String> {
+    match text.trim() {
+        "" | "off" => Ok(None),
+        other => other
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{other}` is not an address such as 0.0.0.0:8883, nor \"off\"")),
+    }
+}
+
 impl Config {
     /// Reads `file` (when given), then applies `GATEHOUSE_*` variables from `env`.
     pub fn load(
@@ -349,6 +411,24 @@ impl Config {
                 "mqtt.segment_size",
                 "segments must be at least 1024 bytes and segment_count at least 1",
             );
+        }
+        if self.mqtt.publish_rate < 0.0 || self.mqtt.byte_rate < 0.0 {
+            return invalid(
+                "mqtt.publish_rate",
+                "rates cannot be negative (0 means unlimited)",
+            );
+        }
+        if (self.mqtt.publish_rate > 0.0 && self.mqtt.publish_burst < 1.0)
+            || (self.mqtt.byte_rate > 0.0
+                && self.mqtt.byte_burst < self.mqtt.max_packet_size as f64)
+        {
+            return invalid(
+                "mqtt.publish_burst",
+                "bursts must allow at least one message (byte_burst at least max_packet_size)",
+            );
+        }
+        if self.mqtt.health_interval < Duration::from_secs(1) {
+            return invalid("mqtt.health_interval", "must be at least 1s");
         }
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "must be at least 1");
@@ -467,8 +547,14 @@ mod tests {
     fn defaults_are_valid_and_loopback_only() {
         let config = Config::load(None, env(&[("PATH", "/bin")])).unwrap();
         assert_eq!(config.site, "home");
-        assert!(config.mqtt.listen.ip().is_loopback());
-        assert!(config.http.listen.ip().is_loopback());
+        assert!(
+            config.mqtt.listen.ip().is_unspecified(),
+            "LAN devices reach the broker"
+        );
+        assert!(
+            config.http.listen.ip().is_loopback(),
+            "the API stays local until it has logins"
+        );
         assert_eq!(config.store.retention, Duration::from_secs(90 * 86400));
     }
 
@@ -486,6 +572,18 @@ mod tests {
         assert_eq!(config.mqtt.listen.port(), 1999);
         assert_eq!(config.mqtt.max_packet_size, 4096);
         assert_eq!(config.store.retention, Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn listeners_can_be_turned_off() {
+        let config = load_str(
+            "[mqtt]\ntls_listen = \"off\"\nws_listen = \"127.0.0.1:0\"\n",
+            &[("GATEHOUSE_MQTT_WSS_LISTEN", "off")],
+        )
+        .unwrap();
+        assert_eq!(config.mqtt.tls_listen, None);
+        assert_eq!(config.mqtt.ws_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(config.mqtt.wss_listen, None);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
-use crate::broker;
+use crate::auth::Directory;
+use crate::broker::{self, ListenerAddrs};
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::health::{Health, SimulatorInfo};
@@ -39,7 +40,10 @@ pub const RUNTIME_FILE: &str = "gatehouse.runtime.json";
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeInfo {
     pub pid: u32,
+    /// Plain MQTT listener.
     pub mqtt: SocketAddr,
+    /// Every MQTT listener (plain, TLS, WebSocket, secure WebSocket).
+    pub mqtt_listeners: ListenerAddrs,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
     pub started_at: i64,
@@ -97,24 +101,20 @@ impl Gateway {
             store_shutdown.clone(),
         )?;
 
-        let mqtt = broker::start(&config.mqtt, bus.clone(), &tasks, shutdown.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for MQTT on {}; is another broker (mosquitto?) or Gatehouse already using it? \
-                     Pick another address with --mqtt",
-                    config.mqtt.listen
-                )
-            })?;
         // Subscribe before any task starts publishing, so that no early event is missed.
         let publisher_events = bus.subscribe_reliable("mqtt-publisher", 4096);
         let registry_events = bus.subscribe("registry");
-        tasks.spawn(broker::run_gateway_link(
-            mqtt.links.clone(),
-            config.site.clone(),
-            publisher_events,
+
+        let directory = Directory::load(store.clone(), bus.clone()).await?;
+        let mqtt = broker::start(
+            &config.mqtt,
+            &data_dir,
+            bus.clone(),
+            directory.clone(),
+            &tasks,
             shutdown.clone(),
-        ));
+        )
+        .await?;
         tasks.spawn(registry::run(
             registry.clone(),
             bus.clone(),
@@ -166,7 +166,7 @@ impl Gateway {
         let health = Health {
             started: Instant::now(),
             site: config.site.clone(),
-            mqtt_addr: mqtt.addr,
+            mqtt_addr: mqtt.addrs.tcp,
             database: database.display().to_string(),
             pipeline: pipeline_stats,
             store: store_stats,
@@ -176,6 +176,15 @@ impl Gateway {
             bluetooth,
             simulator,
         };
+
+        tasks.spawn(broker::run_gateway_link(
+            mqtt.links.clone(),
+            config.site.clone(),
+            publisher_events,
+            health.clone(),
+            config.mqtt.health_interval,
+            shutdown.clone(),
+        ));
 
         let http_listener = TcpListener::bind(config.http.listen).await.with_context(|| {
             format!("cannot listen for HTTP on {}; is it already in use? Pick another address with --http", config.http.listen)
@@ -187,6 +196,10 @@ impl Gateway {
             bus: bus.clone(),
             health: health.clone(),
             shutdown: shutdown.clone(),
+            directory,
+            sessions: mqtt.sessions.clone(),
+            ca_pem: Arc::from(mqtt.ca_pem.as_str()),
+            site: config.site.clone(),
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -200,7 +213,8 @@ impl Gateway {
 
         let runtime = RuntimeInfo {
             pid: std::process::id(),
-            mqtt: mqtt.addr,
+            mqtt: mqtt.addrs.tcp,
+            mqtt_listeners: mqtt.addrs,
             http: http_addr,
             data_dir: data_dir.clone(),
             started_at: now_ms(),
@@ -209,7 +223,10 @@ impl Gateway {
         std::fs::write(data_dir.join(RUNTIME_FILE), runtime_json)
             .with_context(|| format!("cannot write {} in {}", RUNTIME_FILE, data_dir.display()))?;
         tracing::info!(
-            mqtt = %format!("mqtt://{}", mqtt.addr),
+            mqtt = %format!("mqtt://{}", mqtt.addrs.tcp),
+            mqtts = %mqtt.addrs.tls.map(|a| format!("mqtts://{a}")).unwrap_or_else(|| "off".into()),
+            ws = %mqtt.addrs.ws.map(|a| format!("ws://{a}/mqtt")).unwrap_or_else(|| "off".into()),
+            wss = %mqtt.addrs.wss.map(|a| format!("wss://{a}/mqtt")).unwrap_or_else(|| "off".into()),
             http = %format!("http://{http_addr}"),
             data = %data_dir.display(),
             site = %config.site,

@@ -2,6 +2,7 @@
 //! See docs/ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod bus;
 pub mod config;

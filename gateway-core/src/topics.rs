@@ -1,6 +1,35 @@
 //! Every MQTT topic the gateway publishes or listens to, in one place. docs/protocol.md is the
 //! specification of these topics and their payloads; keep the two in step.
 
+/// Sub-topics a device publishes under `devices/{site}/{id}/`.
+pub const DEVICE_PUBLISHES: &[&str] = &["telemetry", "status", "alert", "command_response"];
+/// Sub-topics a device subscribes to under `devices/{site}/{id}/`.
+pub const DEVICE_SUBSCRIBES: &[&str] = &["commands", "config"];
+
+/// Top-level topic namespaces whose second level is the site (tenant).
+pub const SITE_SCOPED_ROOTS: &[&str] = &["devices", "gatehouse", "provisioning"];
+
+/// `devices/{site}/{device_id}/{leaf}`.
+pub fn device_topic(site: &str, device_id: &str, leaf: &str) -> String {
+    format!("devices/{site}/{device_id}/{leaf}")
+}
+
+/// Where a factory-fresh device (connected with the provisioning identity and client id
+/// `{client_id}`) sends its registration.
+pub fn provisioning_request(site: &str, client_id: &str) -> String {
+    format!("provisioning/{site}/{client_id}/register")
+}
+
+/// Where the gateway answers a provisioning client.
+pub fn provisioning_reply(site: &str, client_id: &str) -> String {
+    format!("provisioning/{site}/{client_id}/reply")
+}
+
+/// The gateway's periodic health report: JSON, retained.
+pub fn gateway_health(site: &str) -> String {
+    format!("gatehouse/{site}/health")
+}
+
 /// Decoded measurements of a device: JSON, QoS 0, not retained.
 pub fn telemetry(site: &str, device_id: &str) -> String {
     format!("devices/{site}/{device_id}/telemetry")

@@ -28,7 +28,17 @@ pub fn gatehouse_bin() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct Runtime {
     pub mqtt: std::net::SocketAddr,
+    pub mqtt_tls: std::net::SocketAddr,
+    pub mqtt_ws: std::net::SocketAddr,
+    pub mqtt_wss: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
+}
+
+/// MQTT credentials created through the API.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
 }
 
 /// A running `gatehouse run` process on a temporary data directory. Killed (SIGKILL) on drop if
@@ -43,18 +53,35 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `gatehouse run --data-dir <temp> --mqtt 127.0.0.1:0 --http 127.0.0.1:0 --no-ble <extra>`.
+    /// Starts `gatehouse run --data-dir <temp> --no-ble <extra>` with every listener on a free
+    /// loopback port.
     pub fn start(extra: &[&str]) -> Daemon {
+        Daemon::start_with_config("", extra)
+    }
+
+    /// Like [`Daemon::start`], with `config_toml` written to a file and passed with `--config`.
+    pub fn start_with_config(config_toml: &str, extra: &[&str]) -> Daemon {
         let temp = tempfile::tempdir().expect("temp dir");
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !config_toml.is_empty() {
+            let path = temp.path().join("gatehouse.toml");
+            std::fs::write(&path, config_toml).expect("write config");
+            args.push("--config".into());
+            args.push(path.display().to_string());
+        }
+        let unbound: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
         let mut daemon = Daemon {
             child: None,
             runtime: Runtime {
-                mqtt: ([0, 0, 0, 0], 0).into(),
-                http: ([0, 0, 0, 0], 0).into(),
+                mqtt: unbound,
+                mqtt_tls: unbound,
+                mqtt_ws: unbound,
+                mqtt_wss: unbound,
+                http: unbound,
             },
             log_path: PathBuf::new(),
             data_dir: temp.path().to_path_buf(),
-            args: extra.iter().map(|s| s.to_string()).collect(),
+            args,
             _temp: temp,
         };
         daemon.spawn();
@@ -70,7 +97,21 @@ impl Daemon {
             .arg("run")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-ble"])
+            .args([
+                "--mqtt",
+                "127.0.0.1:0",
+                "--mqtt-tls",
+                "127.0.0.1:0",
+                "--mqtt-ws",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--mqtt-wss",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--no-ble",
+            ])
             .args(&self.args)
             .env("RUST_LOG", "info,gateway_core=debug")
             .stdout(Stdio::null())
@@ -86,9 +127,22 @@ impl Daemon {
         while Instant::now() < deadline {
             if let Ok(text) = std::fs::read_to_string(path) {
                 if let Ok(json) = serde_json::from_str::<Value>(&text) {
-                    let addr = |key: &str| json[key].as_str().and_then(|s| s.parse().ok());
-                    if let (Some(mqtt), Some(http)) = (addr("mqtt"), addr("http")) {
-                        return Runtime { mqtt, http };
+                    let addr = |value: &Value| value.as_str().and_then(|s| s.parse().ok());
+                    let listeners = &json["mqttListeners"];
+                    if let (Some(mqtt), Some(mqtt_tls), Some(mqtt_ws), Some(mqtt_wss), Some(http)) = (
+                        addr(&listeners["tcp"]),
+                        addr(&listeners["tls"]),
+                        addr(&listeners["ws"]),
+                        addr(&listeners["wss"]),
+                        addr(&json["http"]),
+                    ) {
+                        return Runtime {
+                            mqtt,
+                            mqtt_tls,
+                            mqtt_ws,
+                            mqtt_wss,
+                            http,
+                        };
                     }
                 }
             }
@@ -130,6 +184,38 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("GET {path}: body is not JSON: {e}"));
         assert!(status.is_success(), "GET {path}: {status} {body}");
         body
+    }
+
+    /// POSTs JSON and returns the status and the body.
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(self.http(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates an MQTT identity through the API. `rules`: extra (filter, access) pairs.
+    pub async fn account(&self, username: &str, role: &str, rules: &[(&str, &str)]) -> Credentials {
+        let rules: Vec<Value> = rules
+            .iter()
+            .map(|(f, a)| serde_json::json!({"filter": f, "access": a}))
+            .collect();
+        let (status, body) = self
+            .post_json(
+                "/api/broker/accounts",
+                serde_json::json!({"username": username, "role": role, "rules": rules}),
+            )
+            .await;
+        assert_eq!(status, 201, "create account {username}: {body}");
+        Credentials {
+            username: username.to_string(),
+            password: body["password"].as_str().unwrap().to_string(),
+        }
     }
 
     /// Sends `signal` and waits for the exit status (at most `within`).

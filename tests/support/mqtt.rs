@@ -38,13 +38,18 @@ pub fn options(client_id: &str, addr: SocketAddr) -> MqttOptions {
     options
 }
 
-pub fn options_with_will(
+/// Options for `client_id` authenticated as `credentials`.
+pub fn options_as(
     client_id: &str,
     addr: SocketAddr,
-    topic: &str,
-    payload: &str,
+    credentials: &crate::Credentials,
 ) -> MqttOptions {
     let mut options = options(client_id, addr);
+    options.set_credentials(credentials.username.clone(), credentials.password.clone());
+    options
+}
+
+pub fn with_will(mut options: MqttOptions, topic: &str, payload: &str) -> MqttOptions {
     options.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, true));
     options
 }

@@ -38,6 +38,11 @@ async fn stream(mut socket: WebSocket, mut events: Subscription, shutdown: Cance
                     Event::Reading(reading) => json!({ "type": "reading", "data": &**reading }),
                     Event::DeviceDiscovered(device) => json!({ "type": "device_discovered", "data": &**device }),
                     Event::Availability(availability) => json!({ "type": "availability", "data": availability }),
+                    Event::ClientConnected(client) => json!({ "type": "client_connected", "data": &**client }),
+                    Event::ClientDisconnected { client, reason, at } => {
+                        json!({ "type": "client_disconnected", "data": { "client": &**client, "reason": reason, "at": at } })
+                    }
+                    Event::IdentityRevoked { .. } => continue,
                 };
                 if socket.send(Message::Text(message.to_string().into())).await.is_err() {
                     return;

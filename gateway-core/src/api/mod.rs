@@ -1,6 +1,7 @@
 //! The HTTP API (axum): health, devices, readings history and the live WebSocket.
 //! Binds 127.0.0.1 by default; the WebSocket refuses foreign origins.
 
+mod broker;
 mod devices;
 mod error;
 mod live;
@@ -26,6 +27,12 @@ pub struct ApiState {
     pub health: Health,
     /// Ends long-lived responses (the live WebSocket) at shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub directory: std::sync::Arc<crate::auth::Directory>,
+    pub sessions: crate::broker::Sessions,
+    /// The gateway CA certificate (PEM), for devices to pin.
+    pub ca_pem: std::sync::Arc<str>,
+    /// The gateway's own site: the default for new identities.
+    pub site: String,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -36,6 +43,28 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/devices/{id}", get(devices::get))
         .route("/api/devices/{id}/readings", get(devices::readings))
         .route("/api/live", get(live::upgrade))
+        .route("/api/broker/clients", get(broker::clients))
+        .route("/api/broker/ca.pem", get(broker::ca_certificate))
+        .route(
+            "/api/broker/accounts",
+            get(broker::accounts).post(broker::create_account),
+        )
+        .route(
+            "/api/broker/accounts/{name}",
+            axum::routing::delete(broker::delete_account),
+        )
+        .route(
+            "/api/broker/accounts/{name}/rotate",
+            axum::routing::post(broker::rotate_account),
+        )
+        .route(
+            "/api/broker/accounts/{name}/enable",
+            axum::routing::post(broker::enable_account),
+        )
+        .route(
+            "/api/broker/accounts/{name}/disable",
+            axum::routing::post(broker::disable_account),
+        )
         .fallback(not_found)
         .with_state(state)
 }

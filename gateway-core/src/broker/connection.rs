@@ -1,7 +1,10 @@
-//! One MQTT client connection: reads CONNECT, creates the client's router link, then pumps
-//! packets between the socket and the router until either side ends. This layer owns what
-//! rumqttd's router does not: client-id rules, CONNACK refusals, keep-alive and will messages.
+//! One MQTT client connection: reads CONNECT, authenticates it, creates the client's router
+//! link, then pumps packets between the socket and the router until either side ends, checking
+//! every PUBLISH and SUBSCRIBE against the session's ACL. This layer owns what rumqttd's router
+//! does not: identity, client-id rules, CONNACK refusals, ACLs, rate limits, keep-alive, wills,
+//! connection events and revocation.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,7 +14,9 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
-    self, ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, Publish,
+    self, ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, PubAck,
+    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck,
+    SubscribeReasonCode,
 };
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -19,17 +24,23 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Codec, Frame};
+use super::limits::{FlapTracker, TokenBucket};
+use super::sessions::{ClientStats, Sessions};
 use super::{BrokerStats, LinkFactory};
-use crate::bus::Bus;
+use crate::auth::{Acl, Directory};
+use crate::bus::{Bus, ClientInfo, Event};
+use crate::config::MqttConfig;
+use crate::reading::now_ms;
 use crate::topics::RESERVED_CLIENT_PREFIX;
 
 pub(super) struct Context {
     pub links: LinkFactory,
     pub stats: Arc<BrokerStats>,
-    pub max_packet_size: usize,
-    pub connect_timeout: Duration,
-    #[allow(dead_code)] // connection events join the bus with the secure-broker work
+    pub config: MqttConfig,
     pub bus: Bus,
+    pub directory: Arc<Directory>,
+    pub sessions: Sessions,
+    pub flaps: FlapTracker,
 }
 
 /// Why a session ended; decides whether the will is published.
@@ -43,6 +54,10 @@ enum End {
     Io(std::io::Error),
     KeepAliveExpired,
     Protocol(protocol::Error),
+    /// Too many publishes refused by the ACL.
+    RepeatedDenials,
+    /// The identity was disabled, deleted or its secret rotated.
+    Revoked,
     GatewayShutdown,
 }
 
@@ -55,26 +70,50 @@ impl std::fmt::Display for End {
             End::Io(error) => write!(f, "network error: {error}"),
             End::KeepAliveExpired => write!(f, "keep-alive expired"),
             End::Protocol(error) => write!(f, "protocol error: {error}"),
+            End::RepeatedDenials => write!(f, "too many publishes refused by the ACL"),
+            End::Revoked => write!(f, "access revoked"),
             End::GatewayShutdown => write!(f, "gateway shutting down"),
         }
     }
 }
 
+/// Why a CONNECT is refused; mapped to the right return code for the protocol version.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    NotAuthorized,
+    BadClientId,
+    Banned,
+    Unavailable,
+}
+
+fn connack_code(codec: Codec, refusal: Refusal) -> ConnectReturnCode {
+    match (codec, refusal) {
+        (_, Refusal::NotAuthorized) => ConnectReturnCode::NotAuthorized,
+        (_, Refusal::BadClientId) => ConnectReturnCode::ClientIdentifierNotValid,
+        (Codec::V4, Refusal::Banned) => ConnectReturnCode::NotAuthorized,
+        (Codec::V5, Refusal::Banned) => ConnectReturnCode::Banned,
+        (Codec::V4, Refusal::Unavailable) => ConnectReturnCode::ServiceUnavailable,
+        (Codec::V5, Refusal::Unavailable) => ConnectReturnCode::ServerUnavailable,
+    }
+}
+
+/// Serves one accepted connection (plain TCP, TLS or WebSocket already set up) to its end.
 pub(super) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
+    transport: &'static str,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static + NoDelay,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    stream.set_nodelay();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut read_buf = BytesMut::with_capacity(4 * 1024);
     let mut write_buf = BytesMut::with_capacity(4 * 1024);
 
+    let connect_timeout = ctx.config.connect_timeout;
     let (codec, connect_packet) = match tokio::time::timeout(
-        ctx.connect_timeout,
+        connect_timeout,
         read_connect(&mut reader, &mut read_buf, &ctx),
     )
     .await
@@ -82,24 +121,77 @@ pub(super) async fn serve<S>(
         Ok(Some(connect)) => connect,
         Ok(None) => return,
         Err(_) => {
-            tracing::debug!(%peer, timeout = ?ctx.connect_timeout, "no CONNECT in time; closing");
+            tracing::debug!(%peer, timeout = ?connect_timeout, "no CONNECT in time; closing");
             return;
         }
     };
-    let Packet::Connect(connect, _properties, will, _will_properties, _login) = connect_packet
+    let Packet::Connect(connect, _properties, will, _will_properties, login) = connect_packet
     else {
         unreachable!("read_connect returns CONNECT packets only")
+    };
+    let refuse = |refusal: Refusal| {
+        ctx.stats.connect_refused.fetch_add(1, Ordering::Relaxed);
+        connack(connack_code(codec, refusal))
     };
 
     let client_id = match client_id_for(&connect.client_id, connect.clean_session) {
         Ok(id) => id,
-        Err(code) => {
-            ctx.stats.connect_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%peer, client_id = %connect.client_id, ?code, "MQTT connection refused: invalid client id");
-            let _ = write_packet(&mut writer, &mut write_buf, codec, connack(code)).await;
+        Err(()) => {
+            tracing::info!(%peer, client_id = %connect.client_id, "MQTT connection refused: invalid client id");
+            let _ = write_packet(
+                &mut writer,
+                &mut write_buf,
+                codec,
+                refuse(Refusal::BadClientId),
+            )
+            .await;
             return;
         }
     };
+    if let Some(remaining) = ctx.flaps.banned(&client_id, Instant::now().into_std()) {
+        tracing::info!(%peer, %client_id, ?remaining, "MQTT connection refused: client id banned for flapping");
+        let _ = write_packet(&mut writer, &mut write_buf, codec, refuse(Refusal::Banned)).await;
+        return;
+    }
+    let username = login.as_ref().map(|l| l.username.clone());
+    let authenticated = ctx
+        .directory
+        .authenticate(
+            username.as_deref(),
+            login.as_ref().map(|l| l.password.as_str()),
+            &client_id,
+        )
+        .await;
+    let auth = match authenticated {
+        Ok(auth) => auth,
+        Err(reason) => {
+            ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            // Never log the password; the username is useful to spot misconfigured devices.
+            tracing::info!(%peer, %client_id, username = username.as_deref().unwrap_or(""), %reason, "MQTT connection refused: not authorized");
+            let _ = write_packet(
+                &mut writer,
+                &mut write_buf,
+                codec,
+                refuse(Refusal::NotAuthorized),
+            )
+            .await;
+            return;
+        }
+    };
+    if let Some(will) = &will {
+        let will_topic = String::from_utf8_lossy(&will.topic);
+        if !auth.acl.can_publish(&will_topic) {
+            tracing::info!(%peer, %client_id, topic = %will_topic, "MQTT connection refused: will topic not allowed");
+            let _ = write_packet(
+                &mut writer,
+                &mut write_buf,
+                codec,
+                refuse(Refusal::NotAuthorized),
+            )
+            .await;
+            return;
+        }
+    }
 
     let links = ctx.links.clone();
     let link_client_id = client_id.clone();
@@ -108,13 +200,14 @@ pub(super) async fn serve<S>(
     let (mut link_tx, mut link_rx, router_connack) = match built {
         Ok(Ok(link)) => link,
         other => {
-            ctx.stats.connect_refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, %client_id, error = ?other.err(), "router refused the connection (connection limit reached?)");
-            let code = match codec {
-                Codec::V4 => ConnectReturnCode::ServiceUnavailable,
-                Codec::V5 => ConnectReturnCode::ServerUnavailable,
-            };
-            let _ = write_packet(&mut writer, &mut write_buf, codec, connack(code)).await;
+            let _ = write_packet(
+                &mut writer,
+                &mut write_buf,
+                codec,
+                refuse(Refusal::Unavailable),
+            )
+            .await;
             return;
         }
     };
@@ -127,12 +220,30 @@ pub(super) async fn serve<S>(
             return;
         }
     }
+
+    let info = Arc::new(ClientInfo {
+        client_id: client_id.clone(),
+        username: Some(auth.identity.username.clone()),
+        role: Some(auth.identity.role.as_str().to_string()),
+        site: Some(auth.identity.site.clone()),
+        address: peer.to_string(),
+        transport,
+        protocol: match codec {
+            Codec::V4 => "3.1.1",
+            Codec::V5 => "5",
+        },
+        connected_at: now_ms(),
+    });
+    let session = ctx.sessions.register(info.clone(), link_rx.id());
     ctx.stats.connected.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(%client_id, %peer, ?codec, keep_alive = connect.keep_alive, "MQTT client connected");
+    tracing::info!(%client_id, %peer, transport, username = %auth.identity.username, role = auth.identity.role.as_str(), keep_alive = connect.keep_alive, "MQTT client connected");
+    ctx.bus.publish(Event::ClientConnected(info.clone())).await;
 
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_secs(u64::from(connect.keep_alive)).mul_f32(1.5));
-    let mut session = Session {
+    let now = Instant::now().into_std();
+    let limits = &ctx.config;
+    let mut pump = Session {
         reader,
         writer,
         read_buf,
@@ -141,8 +252,17 @@ pub(super) async fn serve<S>(
         link_tx: &mut link_tx,
         link_rx: &mut link_rx,
         ctx: &ctx,
+        acl: auth.acl,
+        client: session.stats.clone(),
+        messages: TokenBucket::new(limits.publish_rate, limits.publish_burst, now),
+        bytes: TokenBucket::new(limits.byte_rate, limits.byte_burst, now),
+        throttled_until: None,
+        denied_in_a_row: 0,
+        pending_subacks: HashMap::new(),
+        denied_qos2: HashSet::new(),
+        replies: Vec::new(),
     };
-    let end = session.pump(keep_alive, &shutdown).await;
+    let end = pump.run(keep_alive, &shutdown, &session.kill).await;
     ctx.stats.connected.fetch_sub(1, Ordering::Relaxed);
 
     match end {
@@ -155,18 +275,22 @@ pub(super) async fn serve<S>(
             let _ = link_tx.send(disconnect_packet()).await;
         }
     }
-    tracing::info!(%client_id, %peer, reason = %end, "MQTT client disconnected");
-}
-
-/// Socket types that can turn off Nagle's algorithm (small MQTT packets must not wait 40 ms).
-pub(super) trait NoDelay {
-    fn set_nodelay(&self);
-}
-
-impl NoDelay for tokio::net::TcpStream {
-    fn set_nodelay(&self) {
-        let _ = tokio::net::TcpStream::set_nodelay(self, true);
+    drop(session);
+    if ctx
+        .flaps
+        .record_disconnect(&client_id, Instant::now().into_std())
+    {
+        ctx.stats.flap_bans.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%client_id, "client id banned for reconnecting too often");
     }
+    tracing::info!(%client_id, %peer, reason = %end, "MQTT client disconnected");
+    ctx.bus
+        .publish(Event::ClientDisconnected {
+            client: info,
+            reason: end.to_string(),
+            at: now_ms(),
+        })
+        .await;
 }
 
 async fn read_connect<R: AsyncRead + Unpin>(
@@ -189,7 +313,7 @@ async fn read_connect<R: AsyncRead + Unpin>(
         }
     };
     loop {
-        match codec.read(buf, ctx.max_packet_size) {
+        match codec.read(buf, ctx.config.max_packet_size) {
             Ok(Frame::Packet(packet @ Packet::Connect(..))) => return Some((codec, packet)),
             Ok(Frame::Packet(_)) => return None,
             Ok(Frame::Incomplete) => {
@@ -206,6 +330,9 @@ async fn read_connect<R: AsyncRead + Unpin>(
     }
 }
 
+/// After this many publishes refused by the ACL in a row, the client is disconnected.
+const MAX_DENIALS_IN_A_ROW: u32 = 10;
+
 struct Session<'a, S> {
     reader: ReadHalf<S>,
     writer: WriteHalf<S>,
@@ -215,10 +342,28 @@ struct Session<'a, S> {
     link_tx: &'a mut LinkTx,
     link_rx: &'a mut LinkRx,
     ctx: &'a Context,
+    acl: Acl,
+    client: Arc<ClientStats>,
+    messages: TokenBucket,
+    bytes: TokenBucket,
+    /// While set, the socket is not read: back-pressure for a client over its rate.
+    throttled_until: Option<Instant>,
+    denied_in_a_row: u32,
+    /// SUBSCRIBEs forwarded with some filters removed: which positions were allowed.
+    pending_subacks: HashMap<u16, Vec<bool>>,
+    /// QoS 2 publishes we refused: their PUBREL is answered here, not by the router.
+    denied_qos2: HashSet<u16>,
+    /// Packets this layer answers itself, written after each read burst.
+    replies: Vec<Packet>,
 }
 
 impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
-    async fn pump(&mut self, keep_alive: Option<Duration>, shutdown: &CancellationToken) -> End {
+    async fn run(
+        &mut self,
+        keep_alive: Option<Duration>,
+        shutdown: &CancellationToken,
+        kill: &CancellationToken,
+    ) -> End {
         let mut deadline = keep_alive.map(|k| Instant::now() + k);
         loop {
             let keep_alive_timer = async {
@@ -227,8 +372,15 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     None => std::future::pending().await,
                 }
             };
+            let throttle = self.throttled_until;
+            let throttle_timer = async {
+                match throttle {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                read = self.reader.read_buf(&mut self.read_buf) => {
+                read = self.reader.read_buf(&mut self.read_buf), if throttle.is_none() => {
                     match read {
                         Ok(0) => return End::Closed,
                         Ok(_) => {}
@@ -236,6 +388,21 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     }
                     deadline = keep_alive.map(|k| Instant::now() + k);
                     if let Some(end) = self.forward_incoming().await {
+                        return end;
+                    }
+                    if let Some(end) = self.write_replies().await {
+                        return end;
+                    }
+                }
+                _ = throttle_timer => {
+                    self.throttled_until = None;
+                    // Time spent paused by us does not count against the client's keep-alive.
+                    deadline = keep_alive.map(|k| Instant::now() + k);
+                    // Packets already buffered while paused are processed now.
+                    if let Some(end) = self.forward_incoming().await {
+                        return end;
+                    }
+                    if let Some(end) = self.write_replies().await {
                         return end;
                     }
                 }
@@ -248,9 +415,206 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     self.ctx.stats.keepalive_timeouts.fetch_add(1, Ordering::Relaxed);
                     return End::KeepAliveExpired;
                 }
+                _ = kill.cancelled() => return End::Revoked,
                 _ = shutdown.cancelled() => return End::GatewayShutdown,
             }
         }
+    }
+
+    /// Frames the complete packets in the read buffer, applies the ACL and the rate limits, and
+    /// hands what is allowed to the router. Stops early when the client must pause.
+    async fn forward_incoming(&mut self) -> Option<End> {
+        let mut packets = Vec::new();
+        let mut end = None;
+        while self.throttled_until.is_none() {
+            match self
+                .codec
+                .read(&mut self.read_buf, self.ctx.config.max_packet_size)
+            {
+                Ok(Frame::Incomplete) => break,
+                Ok(Frame::Packet(Packet::Connect(..))) => {
+                    end = Some(End::Protocol(protocol::Error::InvalidProtocol));
+                    break;
+                }
+                Ok(Frame::Packet(Packet::Publish(publish, properties))) => {
+                    match self.check_publish(&publish) {
+                        Ok(()) => packets.push(Packet::Publish(publish, properties)),
+                        Err(Some(stop)) => {
+                            end = Some(stop);
+                            break;
+                        }
+                        Err(None) => {}
+                    }
+                }
+                Ok(Frame::Packet(Packet::Subscribe(mut subscribe, properties))) => {
+                    let allowed: Vec<bool> = subscribe
+                        .filters
+                        .iter()
+                        .map(|f| self.acl.can_subscribe(&f.path))
+                        .collect();
+                    let refused = allowed.iter().filter(|a| !**a).count();
+                    if refused > 0 {
+                        self.count_denial();
+                        let filters: Vec<&str> = subscribe
+                            .filters
+                            .iter()
+                            .zip(&allowed)
+                            .filter(|(_, a)| !**a)
+                            .map(|(f, _)| f.path.as_str())
+                            .collect();
+                        tracing::info!(client_id = %self.link_id(), ?filters, "subscription refused by ACL");
+                    }
+                    if refused == allowed.len() {
+                        let return_codes = vec![self.refused_subscription(); allowed.len()];
+                        self.replies.push(Packet::SubAck(
+                            SubAck {
+                                pkid: subscribe.pkid,
+                                return_codes,
+                            },
+                            None,
+                        ));
+                    } else {
+                        if refused > 0 {
+                            let mut keep = allowed.iter();
+                            subscribe.filters.retain(|_| *keep.next().unwrap_or(&false));
+                            self.pending_subacks.insert(subscribe.pkid, allowed);
+                        }
+                        packets.push(Packet::Subscribe(subscribe, properties));
+                    }
+                }
+                Ok(Frame::Packet(Packet::PubRel(pubrel, _)))
+                    if self.denied_qos2.remove(&pubrel.pkid) =>
+                {
+                    self.replies.push(Packet::PubComp(
+                        PubComp {
+                            pkid: pubrel.pkid,
+                            reason: PubCompReason::Success,
+                        },
+                        None,
+                    ));
+                }
+                Ok(Frame::Packet(packet)) => {
+                    let disconnect = matches!(packet, Packet::Disconnect(..));
+                    packets.push(packet);
+                    if disconnect {
+                        end = Some(End::ClientDisconnected);
+                        break;
+                    }
+                }
+                Err(error) => {
+                    count_bad_packet(&self.ctx.stats, &error);
+                    end = Some(End::Protocol(error));
+                    break;
+                }
+            }
+        }
+        // Queue all but the last without waking the router; the last send wakes it once.
+        if let Some(last) = packets.pop() {
+            self.link_tx.buffer().extend(packets);
+            if self.link_tx.send(last).await.is_err() {
+                return Some(End::TakenOver);
+            }
+        }
+        end
+    }
+
+    /// `Ok` to forward; `Err(None)` refused and answered; `Err(Some(end))` ends the session.
+    fn check_publish(&mut self, publish: &Publish) -> Result<(), Option<End>> {
+        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+            self.ctx
+                .stats
+                .malformed_packets
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Some(End::Protocol(protocol::Error::TopicNotUtf8)));
+        };
+        if !self.acl.can_publish(topic) {
+            self.count_denial();
+            self.ctx
+                .stats
+                .publishes_denied
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(client_id = %self.link_id(), topic, "publish refused by ACL");
+            let (qos, pkid) = qos_and_pkid(publish);
+            match qos {
+                1 => self.replies.push(Packet::PubAck(
+                    PubAck {
+                        pkid,
+                        reason: PubAckReason::NotAuthorized,
+                    },
+                    None,
+                )),
+                2 => {
+                    self.denied_qos2.insert(pkid);
+                    self.replies.push(Packet::PubRec(
+                        PubRec {
+                            pkid,
+                            reason: PubRecReason::NotAuthorized,
+                        },
+                        None,
+                    ));
+                }
+                _ => {}
+            }
+            self.denied_in_a_row += 1;
+            if self.denied_in_a_row >= MAX_DENIALS_IN_A_ROW {
+                return Err(Some(End::RepeatedDenials));
+            }
+            return Err(None);
+        }
+        self.denied_in_a_row = 0;
+        let size = publish.topic.len() + publish.payload.len();
+        self.ctx.stats.publishes_in.fetch_add(1, Ordering::Relaxed);
+        self.client.publishes_in.fetch_add(1, Ordering::Relaxed);
+        self.client
+            .bytes_in
+            .fetch_add(size as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        let pause = self
+            .messages
+            .take(1.0, now.into_std())
+            .max(self.bytes.take(size as f64, now.into_std()));
+        if !pause.is_zero() {
+            self.throttled_until = Some(now + pause);
+            self.client.throttled.fetch_add(1, Ordering::Relaxed);
+            self.ctx.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn count_denial(&self) {
+        self.client.denied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn refused_subscription(&self) -> SubscribeReasonCode {
+        match self.codec {
+            Codec::V4 => SubscribeReasonCode::Failure,
+            Codec::V5 => SubscribeReasonCode::NotAuthorized,
+        }
+    }
+
+    fn link_id(&self) -> String {
+        format!("#{}", self.link_rx.id())
+    }
+
+    async fn write_replies(&mut self) -> Option<End> {
+        if self.replies.is_empty() {
+            return None;
+        }
+        self.write_buf.clear();
+        for packet in std::mem::take(&mut self.replies) {
+            if let Err(error) = self.codec.write(packet, &mut self.write_buf) {
+                return Some(End::Protocol(error));
+            }
+        }
+        self.flush_write_buf().await
+    }
+
+    async fn flush_write_buf(&mut self) -> Option<End> {
+        let written = async {
+            self.writer.write_all(&self.write_buf).await?;
+            self.writer.flush().await
+        };
+        written.await.err().map(End::Io)
     }
 
     /// Writes `first` and every further notification the router has already queued for this
@@ -278,8 +642,10 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                         break;
                     }
                     Some(packet) => {
+                        let packet = self.complete_suback(packet);
                         if let Packet::Publish(..) = packet {
                             self.ctx.stats.publishes_out.fetch_add(1, Ordering::Relaxed);
+                            self.client.publishes_out.fetch_add(1, Ordering::Relaxed);
                         }
                         if let Err(error) = self.codec.write(packet, &mut self.write_buf) {
                             end = Some(End::Protocol(error));
@@ -299,58 +665,53 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
             }
         }
         if !self.write_buf.is_empty() {
-            let written = async {
-                self.writer.write_all(&self.write_buf).await?;
-                self.writer.flush().await
-            };
-            if let Err(error) = written.await {
-                return Some(End::Io(error));
+            if let Some(io_end) = self.flush_write_buf().await {
+                return Some(io_end);
             }
         }
         end
     }
 
-    /// Frames every complete packet in the read buffer and hands them to the router.
-    async fn forward_incoming(&mut self) -> Option<End> {
-        let mut packets = Vec::new();
-        let mut end = None;
-        loop {
-            match self
-                .codec
-                .read(&mut self.read_buf, self.ctx.max_packet_size)
-            {
-                Ok(Frame::Incomplete) => break,
-                Ok(Frame::Packet(Packet::Connect(..))) => {
-                    end = Some(End::Protocol(protocol::Error::InvalidProtocol));
-                    break;
+    /// Puts the refused filters' failure codes back into a SUBACK for a partly refused SUBSCRIBE.
+    fn complete_suback(&mut self, packet: Packet) -> Packet {
+        let Packet::SubAck(suback, properties) = packet else {
+            return packet;
+        };
+        let Some(allowed) = self.pending_subacks.remove(&suback.pkid) else {
+            return Packet::SubAck(suback, properties);
+        };
+        let refused = self.refused_subscription();
+        let mut granted = suback.return_codes.into_iter();
+        let return_codes = allowed
+            .iter()
+            .map(|&ok| {
+                if ok {
+                    granted.next().unwrap_or(refused)
+                } else {
+                    refused
                 }
-                Ok(Frame::Packet(packet)) => {
-                    let disconnect = matches!(packet, Packet::Disconnect(..));
-                    if let Packet::Publish(..) = packet {
-                        self.ctx.stats.publishes_in.fetch_add(1, Ordering::Relaxed);
-                    }
-                    packets.push(packet);
-                    if disconnect {
-                        end = Some(End::ClientDisconnected);
-                        break;
-                    }
-                }
-                Err(error) => {
-                    count_bad_packet(&self.ctx.stats, &error);
-                    end = Some(End::Protocol(error));
-                    break;
-                }
-            }
-        }
-        // Queue all but the last without waking the router; the last send wakes it once.
-        if let Some(last) = packets.pop() {
-            self.link_tx.buffer().extend(packets);
-            if self.link_tx.send(last).await.is_err() {
-                return Some(End::TakenOver);
-            }
-        }
-        end
+            })
+            .collect();
+        Packet::SubAck(
+            SubAck {
+                pkid: suback.pkid,
+                return_codes,
+            },
+            properties,
+        )
     }
+}
+
+/// QoS and packet id of a publish (the fields are private in rumqttd; its wire form has them).
+fn qos_and_pkid(publish: &Publish) -> (u8, u16) {
+    let wire = publish.serialize();
+    let qos = (wire[0] >> 1) & 0b11;
+    let pkid = if wire.len() >= 3 {
+        u16::from_be_bytes([wire[1], wire[2]])
+    } else {
+        0
+    };
+    (qos, pkid)
 }
 
 fn count_bad_packet(stats: &BrokerStats, error: &protocol::Error) {
@@ -400,15 +761,14 @@ async fn publish_will(link_tx: &mut LinkTx, will: LastWill) {
     let _ = link_tx.send(Packet::Publish(publish, None)).await;
 }
 
-/// The client id this connection uses, or the CONNACK code refusing it. An empty id with a clean
-/// session gets a generated one; ids the router cannot represent or that impersonate the gateway
-/// are refused.
-fn client_id_for(requested: &str, clean_session: bool) -> Result<String, ConnectReturnCode> {
+/// The client id this connection uses. An empty id with a clean session gets a generated one;
+/// ids the router cannot represent or that impersonate the gateway are refused.
+fn client_id_for(requested: &str, clean_session: bool) -> Result<String, ()> {
     if requested.is_empty() {
         return if clean_session {
             Ok(format!("auto-{:016x}", rand::random::<u64>()))
         } else {
-            Err(ConnectReturnCode::ClientIdentifierNotValid)
+            Err(())
         };
     }
     let forbidden = |c: char| matches!(c, '+' | '#' | '/' | '$') || c.is_control();
@@ -416,7 +776,7 @@ fn client_id_for(requested: &str, clean_session: bool) -> Result<String, Connect
         || requested.chars().any(forbidden)
         || requested.starts_with(RESERVED_CLIENT_PREFIX)
     {
-        return Err(ConnectReturnCode::ClientIdentifierNotValid);
+        return Err(());
     }
     Ok(requested.to_string())
 }
@@ -441,12 +801,20 @@ mod tests {
             ("gatehouse-x", true),
             ("a\0b", true),
         ] {
-            assert_eq!(
-                client_id_for(id, clean),
-                Err(ConnectReturnCode::ClientIdentifierNotValid),
-                "{id:?}"
-            );
+            assert!(client_id_for(id, clean).is_err(), "{id:?}");
         }
         assert!(client_id_for(&"x".repeat(257), true).is_err());
+    }
+
+    #[test]
+    fn qos_and_pkid_are_read_from_the_wire_form() {
+        let mut buf = BytesMut::new();
+        // PUBLISH, QoS 1, topic "a", packet id 0x1234, payload "x".
+        buf.extend_from_slice(&[0x32, 0x06, 0x00, 0x01, b'a', 0x12, 0x34, b'x']);
+        let Ok(Frame::Packet(Packet::Publish(publish, _))) = Codec::V4.read(&mut buf, 1024) else {
+            panic!()
+        };
+        assert_eq!(qos_and_pkid(&publish), (1, 0x1234));
+        assert_eq!(qos_and_pkid(&Publish::new("a", "x", false)), (0, 0));
     }
 }

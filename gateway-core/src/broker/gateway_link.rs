@@ -5,10 +5,13 @@ use bytes::Bytes;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Packet, Publish};
 use rumqttd::Notification;
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
 use super::LinkFactory;
 use crate::bus::{Event, Subscription};
+use crate::health::Health;
 use crate::topics;
 
 pub const GATEWAY_CLIENT_ID: &str = "gatehouse-gateway";
@@ -19,6 +22,8 @@ pub async fn run_gateway_link(
     links: LinkFactory,
     site: String,
     mut events: Subscription,
+    health: Health,
+    health_interval: Duration,
     shutdown: CancellationToken,
 ) {
     let (mut tx, rx) = match tokio::task::spawn_blocking(move || links(GATEWAY_CLIENT_ID, true))
@@ -32,10 +37,34 @@ pub async fn run_gateway_link(
     };
     let drain = tokio::spawn(drain(rx));
     publish_retained(&mut tx, topics::gateway_status(&site), topics::ONLINE).await;
+    let mut health_timer = tokio::time::interval(health_interval);
+    health_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_count = 0u64;
+    let mut last_at = tokio::time::Instant::now();
 
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
+            _ = health_timer.tick() => {
+                let report = health.report();
+                let count = report.mqtt.broker.publishes_in + report.mqtt.broker.publishes_out;
+                let seconds = last_at.elapsed().as_secs_f64().max(0.001);
+                let payload = serde_json::json!({
+                    "status": report.status,
+                    "uptimeSeconds": report.uptime_seconds,
+                    "clientsConnected": report.mqtt.broker.clients_connected,
+                    "messagesPerSecond": ((count - last_count.min(count)) as f64 / seconds).round(),
+                    "publishesDenied": report.mqtt.broker.publishes_denied,
+                    "dropped": report.bus.lagged,
+                    "devicesOnline": report.devices_online,
+                    "readingsStored": report.store.writer.rows_written,
+                    "ts": crate::reading::now_ms(),
+                });
+                last_count = count;
+                last_at = tokio::time::Instant::now();
+                publish_retained(&mut tx, topics::gateway_health(&site), &payload.to_string()).await;
+                continue;
+            }
             _ = shutdown.cancelled() => break,
         };
         match event {
@@ -69,7 +98,28 @@ pub async fn run_gateway_link(
                 )
                 .await;
             }
-            Some(Event::DeviceDiscovered(_)) => {}
+            // LAN devices: the broker knows exactly when they connect and disconnect.
+            Some(Event::ClientConnected(client)) if client.role.as_deref() == Some("device") => {
+                let device_site = client.site.as_deref().unwrap_or(&site);
+                publish_retained(
+                    &mut tx,
+                    topics::device_status(device_site, &client.client_id),
+                    topics::ONLINE,
+                )
+                .await;
+            }
+            Some(Event::ClientDisconnected { client, .. })
+                if client.role.as_deref() == Some("device") =>
+            {
+                let device_site = client.site.as_deref().unwrap_or(&site);
+                publish_retained(
+                    &mut tx,
+                    topics::device_status(device_site, &client.client_id),
+                    topics::OFFLINE,
+                )
+                .await;
+            }
+            Some(_) => {}
             None => break,
         }
     }

@@ -8,23 +8,32 @@
 mod codec;
 mod connection;
 mod gateway_link;
+mod limits;
+mod sessions;
+pub mod tls;
 
 pub use codec::{Codec, SniffError};
 pub use gateway_link::run_gateway_link;
+pub use limits::{FlapPolicy, TokenBucket};
+pub use sessions::{ClientView, Sessions};
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::{Notification, Router, RouterConfig};
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::Bus;
+use crate::auth::Directory;
+use crate::bus::{Bus, Event};
 use crate::config::MqttConfig;
+use limits::{AddressGuard, FlapTracker};
 
 /// Creates a router link for a client id; `clean_session` as in CONNECT.
 pub type LinkFactory =
@@ -35,11 +44,18 @@ pub struct BrokerStats {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connected: AtomicI64,
     pub(crate) connect_refused: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) address_limit_refused: AtomicU64,
+    pub(crate) handshake_failures: AtomicU64,
     pub(crate) publishes_in: AtomicU64,
     pub(crate) publishes_out: AtomicU64,
+    pub(crate) publishes_denied: AtomicU64,
+    pub(crate) throttled: AtomicU64,
     pub(crate) malformed_packets: AtomicU64,
     pub(crate) oversized_packets: AtomicU64,
     pub(crate) keepalive_timeouts: AtomicU64,
+    pub(crate) flap_bans: AtomicU64,
+    pub(crate) sessions_revoked: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -48,11 +64,18 @@ pub struct BrokerSnapshot {
     pub connections_accepted: u64,
     pub clients_connected: i64,
     pub connect_refused: u64,
+    pub auth_failures: u64,
+    pub address_limit_refused: u64,
+    pub handshake_failures: u64,
     pub publishes_in: u64,
     pub publishes_out: u64,
+    pub publishes_denied: u64,
+    pub throttled: u64,
     pub malformed_packets: u64,
     pub oversized_packets: u64,
     pub keepalive_timeouts: u64,
+    pub flap_bans: u64,
+    pub sessions_revoked: u64,
 }
 
 impl BrokerStats {
@@ -62,29 +85,71 @@ impl BrokerStats {
             connections_accepted: get(&self.connections_accepted),
             clients_connected: self.connected.load(Ordering::Relaxed),
             connect_refused: get(&self.connect_refused),
+            auth_failures: get(&self.auth_failures),
+            address_limit_refused: get(&self.address_limit_refused),
+            handshake_failures: get(&self.handshake_failures),
             publishes_in: get(&self.publishes_in),
             publishes_out: get(&self.publishes_out),
+            publishes_denied: get(&self.publishes_denied),
+            throttled: get(&self.throttled),
             malformed_packets: get(&self.malformed_packets),
             oversized_packets: get(&self.oversized_packets),
             keepalive_timeouts: get(&self.keepalive_timeouts),
+            flap_bans: get(&self.flap_bans),
+            sessions_revoked: get(&self.sessions_revoked),
         }
     }
 }
 
-pub struct Broker {
-    pub addr: SocketAddr,
-    pub links: LinkFactory,
-    pub stats: Arc<BrokerStats>,
+/// The bound addresses of the enabled listeners.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerAddrs {
+    pub tcp: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
 }
 
-/// Starts the router and the TCP listener. Returns once the listener is bound, with the actual
-/// address (port 0 picks a free port).
+pub struct Broker {
+    pub addrs: ListenerAddrs,
+    pub links: LinkFactory,
+    pub stats: Arc<BrokerStats>,
+    pub sessions: Sessions,
+    /// The gateway CA certificate (PEM) that devices pin for TLS.
+    pub ca_pem: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+}
+
+/// Starts the router and the listeners. Returns once every listener is bound, with the actual
+/// addresses (port 0 picks a free port).
 pub async fn start(
     config: &MqttConfig,
+    data_dir: &Path,
     bus: Bus,
+    directory: Arc<Directory>,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
-) -> std::io::Result<Broker> {
+) -> anyhow::Result<Broker> {
+    use anyhow::Context as _;
     let router_config = RouterConfig {
         max_connections: config.max_connections,
         max_outgoing_packet_count: 200,
@@ -99,44 +164,228 @@ pub async fn start(
             .build()
     });
 
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
+    let tls_dir = data_dir.join("tls");
+    let material = tokio::task::spawn_blocking({
+        let names = config.tls_names.clone();
+        move || tls::ensure(&tls_dir, &names)
+    })
+    .await??;
+    let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config.clone());
+
     let stats = Arc::new(BrokerStats::default());
+    let sessions = Sessions::default();
     let context = Arc::new(connection::Context {
         links: links.clone(),
         stats: stats.clone(),
-        max_packet_size: config.max_packet_size,
-        connect_timeout: config.connect_timeout,
-        bus,
+        config: config.clone(),
+        bus: bus.clone(),
+        directory,
+        sessions: sessions.clone(),
+        flaps: FlapTracker::new(FlapPolicy {
+            max_disconnects: config.flap_max_disconnects,
+            window: config.flap_window,
+            ban: config.flap_ban,
+        }),
     });
-    let accept_tasks = tasks.clone();
+    let guard = AddressGuard::default();
+
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for {what} on {addr}; is another broker (mosquitto?) or Gatehouse using it? Choose another address or \"off\""))?;
+        let local = listener.local_addr()?;
+        anyhow::Ok((listener, local))
+    };
+    let (tcp, tcp_addr) = bind(config.listen, "MQTT").await?;
+    let mut addrs = ListenerAddrs {
+        tcp: tcp_addr,
+        tls: None,
+        ws: None,
+        wss: None,
+    };
+    let mut listeners = vec![(tcp, Transport::Tcp)];
+    for (addr, transport) in [
+        (config.tls_listen, Transport::Tls),
+        (config.ws_listen, Transport::Ws),
+        (config.wss_listen, Transport::Wss),
+    ] {
+        if let Some(addr) = addr {
+            let (listener, local) = bind(addr, transport.name()).await?;
+            match transport {
+                Transport::Tls => addrs.tls = Some(local),
+                Transport::Ws => addrs.ws = Some(local),
+                Transport::Wss => addrs.wss = Some(local),
+                Transport::Tcp => {}
+            }
+            listeners.push((listener, transport));
+        }
+    }
+    for (listener, transport) in listeners {
+        tasks.spawn(accept_loop(
+            listener,
+            transport,
+            context.clone(),
+            acceptor.clone(),
+            guard.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    // Revocation: end every live session of an identity that lost access.
+    let mut revocations = bus.subscribe_reliable("broker-revocations", 64);
+    let revoke_sessions = sessions.clone();
+    let revoke_stats = stats.clone();
+    let revoke_shutdown = shutdown.clone();
     tasks.spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = shutdown.cancelled() => break,
+            let event = tokio::select! {
+                event = revocations.recv() => event,
+                _ = revoke_shutdown.cancelled() => break,
             };
-            match accepted {
-                Ok((stream, peer)) => {
-                    context
-                        .stats
-                        .connections_accepted
-                        .fetch_add(1, Ordering::Relaxed);
-                    accept_tasks.spawn(connection::serve(
-                        stream,
-                        peer,
-                        context.clone(),
-                        shutdown.clone(),
-                    ));
+            match event {
+                Some(Event::IdentityRevoked { username, reason }) => {
+                    let killed = revoke_sessions.kill_user(&username);
+                    revoke_stats.sessions_revoked.fetch_add(killed as u64, Ordering::Relaxed);
+                    if killed > 0 {
+                        tracing::info!(%username, reason, sessions = killed, "disconnected revoked sessions");
+                    }
                 }
-                Err(error) => {
-                    // Usually file-descriptor exhaustion: back off instead of spinning.
-                    tracing::warn!(%error, "accepting an MQTT connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
+                Some(_) => {}
+                None => break,
             }
         }
-        tracing::debug!("MQTT listener stopped");
     });
-    Ok(Broker { addr, links, stats })
+
+    Ok(Broker {
+        addrs,
+        links,
+        stats,
+        sessions,
+        ca_pem: material.ca_pem,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    transport: Transport,
+    context: Arc<connection::Context>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    guard: AddressGuard,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Usually file-descriptor exhaustion: back off instead of spinning.
+                tracing::warn!(%error, "accepting an MQTT connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        context
+            .stats
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let Some(permit) = guard.admit(peer.ip(), context.config.max_connections_per_address)
+        else {
+            context
+                .stats
+                .address_limit_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, limit = context.config.max_connections_per_address, "too many connections from one address; refused");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        // Handshakes run in the connection's own task, under a timeout, so a silent client never
+        // holds up the accept loop.
+        let context = context.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            serve_transport(stream, peer, transport, context, acceptor, shutdown).await;
+        });
+    }
+    tracing::debug!(transport = transport.name(), "MQTT listener stopped");
+}
+
+async fn serve_transport(
+    stream: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    context: Arc<connection::Context>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shutdown: CancellationToken,
+) {
+    let timeout = context.config.connect_timeout;
+    let name = transport.name();
+    let failed = |what: &str, error: String| {
+        context
+            .stats
+            .handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, transport = name, %error, "{what} failed");
+    };
+    match transport {
+        Transport::Tcp => connection::serve(stream, peer, name, context, shutdown).await,
+        Transport::Tls => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => connection::serve(tls, peer, name, context, shutdown).await,
+            Ok(Err(error)) => failed("TLS handshake", error.to_string()),
+            Err(_) => failed("TLS handshake", "timed out".into()),
+        },
+        Transport::Ws => match tokio::time::timeout(timeout, websocket(stream)).await {
+            Ok(Ok(ws)) => connection::serve(ws, peer, name, context, shutdown).await,
+            Ok(Err(error)) => failed("WebSocket upgrade", error.to_string()),
+            Err(_) => failed("WebSocket upgrade", "timed out".into()),
+        },
+        Transport::Wss => {
+            let handshake = async {
+                let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+                websocket(tls).await.map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(timeout, handshake).await {
+                Ok(Ok(ws)) => connection::serve(ws, peer, name, context, shutdown).await,
+                Ok(Err(error)) => failed("secure WebSocket handshake", error),
+                Err(_) => failed("secure WebSocket handshake", "timed out".into()),
+            }
+        }
+    }
+}
+
+/// Upgrades to a WebSocket speaking the `mqtt` subprotocol and returns it as a byte stream.
+async fn websocket<S>(
+    stream: S,
+) -> Result<
+    ws_stream_tungstenite::WsStream<async_tungstenite::tokio::TokioAdapter<S>>,
+    async_tungstenite::tungstenite::Error,
+>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use async_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let negotiate = |request: &Request, mut response: Response| {
+        let offers_mqtt = request
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+        if offers_mqtt {
+            response.headers_mut().insert(
+                "sec-websocket-protocol",
+                "mqtt".parse().expect("static header"),
+            );
+        }
+        Ok(response)
+    };
+    let ws = async_tungstenite::tokio::accept_hdr_async(stream, negotiate).await?;
+    Ok(ws_stream_tungstenite::WsStream::new(ws))
 }

@@ -84,7 +84,7 @@ pub struct DeviceRecord {
     pub last_reading: Option<serde_json::Value>,
 }
 
-/// Read access for the API and the CLI. Cheap to clone; queries run on a blocking thread.
+/// Access for the API and the admin modules. Cheap to clone; queries run on a blocking thread.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
@@ -104,8 +104,9 @@ impl Store {
         &self.path
     }
 
-    /// Runs `query` with the read connection on tokio's blocking pool.
-    pub async fn read<T: Send + 'static>(
+    /// Runs `query` on the admin connection, on tokio's blocking pool: API reads and small,
+    /// rare writes (identities). Bulk writes (readings) go through the writer thread.
+    pub async fn run<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -119,7 +120,7 @@ impl Store {
     }
 
     pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.read(|conn| {
+        self.run(|conn| {
             let mut stmt = conn.prepare_cached(&format!("{DEVICE_SELECT} ORDER BY id"))?;
             let rows = stmt.query_map([], device_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -129,7 +130,7 @@ impl Store {
 
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let id = id.to_string();
-        self.read(move |conn| {
+        self.run(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("{DEVICE_SELECT} WHERE id = ?1"))?;
             Ok(stmt.query_row([id], device_from_row).optional()?)
         })
@@ -137,11 +138,11 @@ impl Store {
     }
 
     pub async fn history(&self, query: HistoryQuery) -> Result<Option<History>, StoreError> {
-        self.read(move |conn| history::query(conn, &query)).await
+        self.run(move |conn| history::query(conn, &query)).await
     }
 
     pub async fn reading_count(&self) -> Result<u64, StoreError> {
-        self.read(|conn| {
+        self.run(|conn| {
             Ok(conn.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get::<_, i64>(0))? as u64)
         })
         .await

@@ -33,6 +33,17 @@ const MIGRATIONS: &[&str] = &[
         pm1_0 REAL, pm2_5 REAL, pm4_0 REAL, pm10_0 REAL, co2 REAL, voc REAL, nox REAL, luminosity REAL
     );
     CREATE INDEX readings_device_ts ON readings(device_pk, ts);",
+    // 2: MQTT identities (argon2id hashes only, never secrets)
+    "CREATE TABLE identities (
+        username TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        site TEXT NOT NULL,
+        rules TEXT NOT NULL DEFAULT '[]',
+        enabled INTEGER NOT NULL DEFAULT 1,
+        description TEXT,
+        created_at INTEGER NOT NULL,
+        password_hash TEXT
+    );",
 ];
 
 pub fn schema_version() -> usize {

@@ -1,5 +1,7 @@
 //! `gatehouse`: the headless gateway daemon and its command-line tools.
 
+mod accounts;
+mod client;
 mod decode;
 mod run;
 
@@ -24,6 +26,8 @@ enum Command {
     Run(run::RunArgs),
     /// Decode Ruuvi advertisements given as hex (raw AD bytes or a bare payload); one JSON object per line.
     Decode(decode::DecodeArgs),
+    /// Manage MQTT identities of the running gateway (service accounts, device credentials).
+    Accounts(accounts::AccountsArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +35,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Decode(args) => decode::decode(args),
+        Command::Accounts(args) => accounts::accounts(args),
     }
 }

@@ -20,6 +20,15 @@ pub struct RunArgs {
     /// MQTT listener address; port 0 picks a free port (default 127.0.0.1:1883).
     #[arg(long, value_name = "ADDR")]
     mqtt: Option<SocketAddr>,
+    /// MQTT over TLS listener, or "off" (default 0.0.0.0:8883).
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_listener)]
+    mqtt_tls: Option<Listener>,
+    /// MQTT over WebSocket listener, or "off" (default 0.0.0.0:9001).
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_listener)]
+    mqtt_ws: Option<Listener>,
+    /// MQTT over secure WebSocket listener, or "off" (default 0.0.0.0:9443).
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_listener)]
+    mqtt_wss: Option<Listener>,
     /// HTTP API address; port 0 picks a free port (default 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
@@ -37,6 +46,14 @@ pub struct RunArgs {
     log_format: Option<String>,
 }
 
+/// A listener address, or `None` for "off".
+#[derive(Clone, Copy, Debug)]
+struct Listener(Option<SocketAddr>);
+
+fn parse_listener(text: &str) -> Result<Listener, String> {
+    gateway_core::config::parse_optional_address(text).map(Listener)
+}
+
 impl RunArgs {
     fn apply(self, config: &mut Config) {
         if let Some(dir) = self.data_dir {
@@ -44,6 +61,15 @@ impl RunArgs {
         }
         if let Some(addr) = self.mqtt {
             config.mqtt.listen = addr;
+        }
+        if let Some(Listener(addr)) = self.mqtt_tls {
+            config.mqtt.tls_listen = addr;
+        }
+        if let Some(Listener(addr)) = self.mqtt_ws {
+            config.mqtt.ws_listen = addr;
+        }
+        if let Some(Listener(addr)) = self.mqtt_wss {
+            config.mqtt.wss_listen = addr;
         }
         if let Some(addr) = self.http {
             config.http.listen = addr;

@@ -1,0 +1,105 @@
+//! The CLI's client for a running gateway's HTTP API. Finds the gateway through `--api`, or the
+//! runtime file in the data directory, and turns API errors into one readable line.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use gateway_core::config::Config;
+use gateway_core::gateway::RuntimeInfo;
+use serde_json::Value;
+
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// Base URL of the gateway's API, e.g. http://127.0.0.1:8080 (default: the gateway running on
+    /// this machine's data directory).
+    #[arg(long, value_name = "URL", global = true)]
+    api: Option<String>,
+    /// Data directory of the running gateway, used to find it (default: the platform's).
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn connect(args: &ApiArgs) -> Result<Api, String> {
+        let base = match &args.api {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let mut config = Config::default();
+                config.data_dir = args.data_dir.clone();
+                let data_dir = config.resolved_data_dir();
+                let runtime = RuntimeInfo::read(&data_dir).ok_or_else(|| {
+                    format!(
+                        "no running gateway found in {} (start it with `gatehouse run`, or pass --api URL / --data-dir DIR)",
+                        data_dir.display()
+                    )
+                })?;
+                format!("http://{}", runtime.http)
+            }
+        };
+        Ok(Api {
+            base,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, String> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
+        self.send(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, String> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, String> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the gateway at {}: {e}", self.base))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        let body: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let message = body["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| body.to_string());
+            Err(format!("{status}: {message}"))
+        }
+    }
+}
+
+/// Runs an async CLI command on a small runtime and maps its error to exit status 1.
+pub fn block_on(
+    future: impl std::future::Future<Output = Result<(), String>>,
+) -> std::process::ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(future) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("gatehouse: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The live MQTT sessions: who is connected, from where, since when, with per-client counters;
+//! and the kill switch used when an identity is revoked.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::ClientInfo;
+use crate::reading::now_ms;
+
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub publishes_in: AtomicU64,
+    pub publishes_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// Publishes and subscriptions refused by the ACL.
+    pub denied: AtomicU64,
+    /// Times the client was paused for exceeding its publish rate.
+    pub throttled: AtomicU64,
+    /// Messages the router skipped because this client fell too far behind.
+    pub dropped: AtomicU64,
+}
+
+struct Entry {
+    info: Arc<ClientInfo>,
+    stats: Arc<ClientStats>,
+    kill: CancellationToken,
+    serial: u64,
+    router_connection: usize,
+}
+
+#[derive(Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    by_client: HashMap<String, Entry>,
+    next_serial: u64,
+}
+
+/// What `GET /api/broker/clients` shows per client.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientView {
+    #[serde(flatten)]
+    pub info: ClientInfo,
+    pub publishes_in: u64,
+    pub publishes_out: u64,
+    pub bytes_in: u64,
+    pub denied: u64,
+    pub throttled: u64,
+    pub dropped: u64,
+    /// Average publishes per second since the client connected.
+    pub publish_rate_in: f64,
+    pub publish_rate_out: f64,
+}
+
+/// A registered session; unregisters itself on drop.
+pub struct SessionHandle {
+    sessions: Sessions,
+    client_id: String,
+    serial: u64,
+    pub stats: Arc<ClientStats>,
+    pub kill: CancellationToken,
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        let mut state = self
+            .sessions
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // A newer session with the same client id (takeover) must stay registered.
+        if state
+            .by_client
+            .get(&self.client_id)
+            .is_some_and(|e| e.serial == self.serial)
+        {
+            state.by_client.remove(&self.client_id);
+        }
+    }
+}
+
+impl Sessions {
+    pub fn register(&self, info: Arc<ClientInfo>, router_connection: usize) -> SessionHandle {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        state.next_serial += 1;
+        let serial = state.next_serial;
+        let stats = Arc::new(ClientStats::default());
+        let kill = CancellationToken::new();
+        let client_id = info.client_id.clone();
+        state.by_client.insert(
+            client_id.clone(),
+            Entry {
+                info,
+                stats: stats.clone(),
+                kill: kill.clone(),
+                serial,
+                router_connection,
+            },
+        );
+        SessionHandle {
+            sessions: self.clone(),
+            client_id,
+            serial,
+            stats,
+            kill,
+        }
+    }
+
+    /// Ends every session authenticated as `username`; returns how many.
+    pub fn kill_user(&self, username: &str) -> usize {
+        let state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut killed = 0;
+        for entry in state
+            .by_client
+            .values()
+            .filter(|e| e.info.username.as_deref() == Some(username))
+        {
+            entry.kill.cancel();
+            killed += 1;
+        }
+        killed
+    }
+
+    /// Counts messages the router skipped for the client on `router_connection`.
+    pub fn count_router_drop(&self, router_connection: usize, lost: u64) {
+        let state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = state
+            .by_client
+            .values()
+            .find(|e| e.router_connection == router_connection)
+        {
+            entry.stats.dropped.fetch_add(lost, Ordering::Relaxed);
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_client
+            .len()
+    }
+
+    pub fn list(&self) -> Vec<ClientView> {
+        let state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        let mut views: Vec<ClientView> = state
+            .by_client
+            .values()
+            .map(|e| {
+                let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let seconds = ((now - e.info.connected_at).max(1) as f64) / 1000.0;
+                ClientView {
+                    info: (*e.info).clone(),
+                    publishes_in: get(&e.stats.publishes_in),
+                    publishes_out: get(&e.stats.publishes_out),
+                    bytes_in: get(&e.stats.bytes_in),
+                    denied: get(&e.stats.denied),
+                    throttled: get(&e.stats.throttled),
+                    dropped: get(&e.stats.dropped),
+                    publish_rate_in: get(&e.stats.publishes_in) as f64 / seconds,
+                    publish_rate_out: get(&e.stats.publishes_out) as f64 / seconds,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.info.client_id.cmp(&b.info.client_id));
+        views
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(client_id: &str, username: &str) -> Arc<ClientInfo> {
+        Arc::new(ClientInfo {
+            client_id: client_id.into(),
+            username: Some(username.into()),
+            role: Some("service".into()),
+            site: Some("home".into()),
+            address: "127.0.0.1:1".into(),
+            transport: "tcp",
+            protocol: "3.1.1",
+            connected_at: now_ms(),
+        })
+    }
+
+    #[test]
+    fn takeover_keeps_the_new_session_and_kill_targets_a_user() {
+        let sessions = Sessions::default();
+        let old = sessions.register(info("c1", "u"), 1);
+        let new = sessions.register(info("c1", "u"), 2);
+        let other = sessions.register(info("c2", "v"), 3);
+        drop(old);
+        assert_eq!(
+            sessions.count(),
+            2,
+            "the old session's exit keeps the new registration"
+        );
+        assert_eq!(sessions.kill_user("u"), 1);
+        assert!(new.kill.is_cancelled());
+        assert!(!other.kill.is_cancelled());
+        sessions.count_router_drop(3, 5);
+        assert_eq!(
+            sessions
+                .list()
+                .iter()
+                .find(|v| v.info.client_id == "c2")
+                .unwrap()
+                .dropped,
+            5
+        );
+        drop(new);
+        drop(other);
+        assert_eq!(sessions.count(), 0);
+    }
+}
