@@ -28,16 +28,9 @@ pub enum Event {
     /// An MQTT client completed CONNECT.
     ClientConnected(Arc<ClientInfo>),
     /// An MQTT client's session ended.
-    ClientDisconnected {
-        client: Arc<ClientInfo>,
-        reason: String,
-        at: i64,
-    },
+    ClientDisconnected { client: Arc<ClientInfo>, reason: String, at: i64 },
     /// An identity lost access (disabled, deleted, secret rotated): its sessions must end.
-    IdentityRevoked {
-        username: String,
-        reason: &'static str,
-    },
+    IdentityRevoked { username: String, reason: &'static str },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -103,23 +96,14 @@ impl Bus {
     pub fn new(capacity: usize) -> Bus {
         let (broadcast, _) = broadcast::channel(capacity);
         Bus {
-            inner: Arc::new(Inner {
-                broadcast,
-                reliable: RwLock::new(Arc::new(Vec::new())),
-                stats: Stats::default(),
-            }),
+            inner: Arc::new(Inner { broadcast, reliable: RwLock::new(Arc::new(Vec::new())), stats: Stats::default() }),
         }
     }
 
     /// Delivers to every reliable subscriber (waiting for room) and then to the lossy ones.
     pub async fn publish(&self, event: Event) {
         self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
-        let reliable = self
-            .inner
-            .reliable
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let reliable = self.inner.reliable.read().unwrap_or_else(|p| p.into_inner()).clone();
         for subscriber in reliable.iter() {
             // A closed subscriber has stopped (shutdown); it needs nothing more.
             let _ = subscriber.send(event.clone()).await;
@@ -129,33 +113,17 @@ impl Bus {
 
     /// A lossy subscription; `name` identifies it in lag warnings.
     pub fn subscribe(&self, name: &'static str) -> Subscription {
-        Subscription {
-            name,
-            receiver: Receiver::Lossy(self.inner.broadcast.subscribe()),
-            bus: self.inner.clone(),
-        }
+        Subscription { name, receiver: Receiver::Lossy(self.inner.broadcast.subscribe()), bus: self.inner.clone() }
     }
 
     /// A subscription that never loses events: publishers wait while its `capacity` is full.
     pub fn subscribe_reliable(&self, name: &'static str, capacity: usize) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity);
-        let mut reliable = self
-            .inner
-            .reliable
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut senders: Vec<_> = reliable
-            .iter()
-            .filter(|s| !s.is_closed())
-            .cloned()
-            .collect();
+        let mut reliable = self.inner.reliable.write().unwrap_or_else(|p| p.into_inner());
+        let mut senders: Vec<_> = reliable.iter().filter(|s| !s.is_closed()).cloned().collect();
         senders.push(tx);
         *reliable = Arc::new(senders);
-        Subscription {
-            name,
-            receiver: Receiver::Reliable(rx),
-            bus: self.inner.clone(),
-        }
+        Subscription { name, receiver: Receiver::Reliable(rx), bus: self.inner.clone() }
     }
 
     pub fn snapshot(&self) -> BusSnapshot {
@@ -185,9 +153,7 @@ impl Subscription {
             Receiver::Lossy(rx) => loop {
                 match rx.recv().await {
                     Ok(event) => return Some(event),
-                    Err(broadcast::error::RecvError::Lagged(lost)) => {
-                        count_lag(&self.bus, self.name, lost)
-                    }
+                    Err(broadcast::error::RecvError::Lagged(lost)) => count_lag(&self.bus, self.name, lost),
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             },
@@ -201,9 +167,7 @@ impl Subscription {
             Receiver::Lossy(rx) => loop {
                 match rx.try_recv() {
                     Ok(event) => return Some(event),
-                    Err(broadcast::error::TryRecvError::Lagged(lost)) => {
-                        count_lag(&self.bus, self.name, lost)
-                    }
+                    Err(broadcast::error::TryRecvError::Lagged(lost)) => count_lag(&self.bus, self.name, lost),
                     Err(_) => return None,
                 }
             },
@@ -213,11 +177,7 @@ impl Subscription {
 
 fn count_lag(bus: &Inner, name: &'static str, lost: u64) {
     bus.stats.lagged.fetch_add(lost, Ordering::Relaxed);
-    tracing::warn!(
-        subscriber = name,
-        lost,
-        "event bus subscriber fell behind and lost events"
-    );
+    tracing::warn!(subscriber = name, lost, "event bus subscriber fell behind and lost events");
 }
 
 #[cfg(test)]
@@ -225,11 +185,7 @@ mod tests {
     use super::*;
 
     fn availability(i: i64) -> Event {
-        Event::Availability(Availability {
-            device_id: "d".into(),
-            online: true,
-            at: i,
-        })
+        Event::Availability(Availability { device_id: "d".into(), online: true, at: i })
     }
 
     fn at(event: Option<Event>) -> Option<i64> {
@@ -265,13 +221,7 @@ mod tests {
             kept.push(at(Some(event)).unwrap());
         }
         assert_eq!(kept, vec![96, 97, 98, 99]);
-        assert_eq!(
-            bus.snapshot(),
-            BusSnapshot {
-                published: 100,
-                lagged: 96
-            }
-        );
+        assert_eq!(bus.snapshot(), BusSnapshot { published: 100, lagged: 96 });
     }
 
     #[tokio::test]

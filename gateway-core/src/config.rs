@@ -237,9 +237,7 @@ impl Default for MqttConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: ([127, 0, 0, 1], 8080).into(),
-        }
+        HttpConfig { listen: ([127, 0, 0, 1], 8080).into() }
     }
 }
 
@@ -255,26 +253,19 @@ impl Default for StoreConfig {
 
 impl Default for DevicesConfig {
     fn default() -> Self {
-        DevicesConfig {
-            offline_after: Duration::from_secs(90),
-        }
+        DevicesConfig { offline_after: Duration::from_secs(90) }
     }
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig {
-            dedup_window: Duration::from_secs(60),
-        }
+        PipelineConfig { dedup_window: Duration::from_secs(60) }
     }
 }
 
 impl Default for BleConfig {
     fn default() -> Self {
-        BleConfig {
-            enabled: true,
-            adapter: String::new(),
-        }
+        BleConfig { enabled: true, adapter: String::new() }
     }
 }
 
@@ -311,10 +302,7 @@ impl Default for TagProfile {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config key `{key}`: {reason}")]
@@ -329,9 +317,7 @@ pub enum ConfigError {
 const ENV_PREFIX: &str = "GATEHOUSE_";
 
 /// `"off"` (or an empty string) disables a listener; anything else must be an address.
-fn optional_address<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<SocketAddr>, D::Error> {
+fn optional_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_optional_address(&text).map_err(serde::de::Error::custom)
 }
@@ -348,21 +334,13 @@ pub fn parse_optional_address(text: &str) -> Result<Option<SocketAddr>, String> 
 
 impl Config {
     /// Reads `file` (when given), then applies `GATEHOUSE_*` variables from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
                 text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Syntax {
-                        path: path.to_path_buf(),
-                        message: e.to_string(),
-                    })?
+                    .map_err(|e| ConfigError::Syntax { path: path.to_path_buf(), message: e.to_string() })?
             }
             None => toml::Table::new(),
         };
@@ -371,31 +349,21 @@ impl Config {
                 apply_env_override(&mut table, &var, name, &value)?;
             }
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                ConfigError::Invalid {
-                    key: e.path().to_string(),
-                    reason: e.inner().message().to_string(),
-                }
-            })?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid { key: e.path().to_string(), reason: e.inner().message().to_string() })?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: &str| {
-            Err(ConfigError::Invalid {
-                key: key.into(),
-                reason: reason.into(),
-            })
-        };
+        let invalid = |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.into(), reason: reason.into() });
         if self.site.is_empty()
-            || !self
-                .site
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            || !self.site.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         {
-            return invalid("site", "use lower-case letters, digits, '-' and '_' only (it becomes an MQTT topic segment)");
+            return invalid(
+                "site",
+                "use lower-case letters, digits, '-' and '_' only (it becomes an MQTT topic segment)",
+            );
         }
         if self.store.retention.is_zero() {
             return invalid("store.retention", "must be longer than zero, e.g. \"90d\"");
@@ -407,20 +375,13 @@ impl Config {
             return invalid("mqtt.max_packet_size", "must be at least 1024 bytes");
         }
         if self.mqtt.segment_size < 1024 || self.mqtt.segment_count == 0 {
-            return invalid(
-                "mqtt.segment_size",
-                "segments must be at least 1024 bytes and segment_count at least 1",
-            );
+            return invalid("mqtt.segment_size", "segments must be at least 1024 bytes and segment_count at least 1");
         }
         if self.mqtt.publish_rate < 0.0 || self.mqtt.byte_rate < 0.0 {
-            return invalid(
-                "mqtt.publish_rate",
-                "rates cannot be negative (0 means unlimited)",
-            );
+            return invalid("mqtt.publish_rate", "rates cannot be negative (0 means unlimited)");
         }
         if (self.mqtt.publish_rate > 0.0 && self.mqtt.publish_burst < 1.0)
-            || (self.mqtt.byte_rate > 0.0
-                && self.mqtt.byte_burst < self.mqtt.max_packet_size as f64)
+            || (self.mqtt.byte_rate > 0.0 && self.mqtt.byte_burst < self.mqtt.max_packet_size as f64)
         {
             return invalid(
                 "mqtt.publish_burst",
@@ -434,14 +395,8 @@ impl Config {
             return invalid("mqtt.max_connections", "must be at least 1");
         }
         for (key, p) in [
-            (
-                "simulator.drop_probability",
-                self.simulator.drop_probability,
-            ),
-            (
-                "simulator.duplicate_probability",
-                self.simulator.duplicate_probability,
-            ),
+            ("simulator.drop_probability", self.simulator.drop_probability),
+            ("simulator.duplicate_probability", self.simulator.duplicate_probability),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return invalid(key, "must be between 0 and 1");
@@ -466,22 +421,8 @@ impl Config {
 
 /// `GATEHOUSE_MQTT_MAX_PACKET_SIZE=1000` sets `mqtt.max_packet_size`; `GATEHOUSE_SITE=lab` sets
 /// `site`. Values are read as TOML (numbers, booleans) and fall back to plain strings.
-fn apply_env_override(
-    table: &mut toml::Table,
-    var: &str,
-    name: &str,
-    raw: &str,
-) -> Result<(), ConfigError> {
-    const SECTIONS: &[&str] = &[
-        "log",
-        "mqtt",
-        "http",
-        "store",
-        "devices",
-        "pipeline",
-        "ble",
-        "simulator",
-    ];
+fn apply_env_override(table: &mut toml::Table, var: &str, name: &str, raw: &str) -> Result<(), ConfigError> {
+    const SECTIONS: &[&str] = &["log", "mqtt", "http", "store", "devices", "pipeline", "ble", "simulator"];
     const TOP_LEVEL: &[&str] = &["site", "data_dir"];
     let lower = name.to_ascii_lowercase();
     let value = parse_env_value(raw);
@@ -490,37 +431,25 @@ fn apply_env_override(
         return Ok(());
     }
     for section in SECTIONS {
-        if let Some(key) = lower
-            .strip_prefix(section)
-            .and_then(|rest| rest.strip_prefix('_'))
-        {
+        if let Some(key) = lower.strip_prefix(section).and_then(|rest| rest.strip_prefix('_')) {
             if key.is_empty() {
                 break;
             }
-            let entry = table
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let Some(section_table) = entry.as_table_mut() else {
-                return Err(ConfigError::Invalid {
-                    key: section.to_string(),
-                    reason: "must be a table".into(),
-                });
+                return Err(ConfigError::Invalid { key: section.to_string(), reason: "must be a table".into() });
             };
             section_table.insert(key.to_string(), value);
             return Ok(());
         }
     }
-    Err(ConfigError::UnknownEnv {
-        var: var.to_string(),
-    })
+    Err(ConfigError::UnknownEnv { var: var.to_string() })
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
     let probe = format!("v = {raw}");
     match probe.parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -531,10 +460,7 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn load_str(toml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -547,14 +473,8 @@ mod tests {
     fn defaults_are_valid_and_loopback_only() {
         let config = Config::load(None, env(&[("PATH", "/bin")])).unwrap();
         assert_eq!(config.site, "home");
-        assert!(
-            config.mqtt.listen.ip().is_unspecified(),
-            "LAN devices reach the broker"
-        );
-        assert!(
-            config.http.listen.ip().is_loopback(),
-            "the API stays local until it has logins"
-        );
+        assert!(config.mqtt.listen.ip().is_unspecified(), "LAN devices reach the broker");
+        assert!(config.http.listen.ip().is_loopback(), "the API stays local until it has logins");
         assert_eq!(config.store.retention, Duration::from_secs(90 * 86400));
     }
 
@@ -562,10 +482,7 @@ mod tests {
     fn file_then_environment() {
         let config = load_str(
             "site = \"lab\"\n[mqtt]\nlisten = \"127.0.0.1:1999\"\n[store]\nretention = \"7d\"\n",
-            &[
-                ("GATEHOUSE_MQTT_MAX_PACKET_SIZE", "4096"),
-                ("GATEHOUSE_SITE", "attic"),
-            ],
+            &[("GATEHOUSE_MQTT_MAX_PACKET_SIZE", "4096"), ("GATEHOUSE_SITE", "attic")],
         )
         .unwrap();
         assert_eq!(config.site, "attic");
@@ -594,53 +511,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.simulator.tags, 2);
-        assert_eq!(
-            config.simulator.tag_profiles[0].name.as_deref(),
-            Some("Freezer")
-        );
+        assert_eq!(config.simulator.tag_profiles[0].name.as_deref(), Some("Freezer"));
         assert_eq!(config.simulator.tag_profiles[0].temperature, -18.0);
     }
 
     #[test]
     fn errors_name_the_key_and_the_reason() {
         let cases: &[(&str, &[(&str, &str)], &str)] = &[
-            (
-                "[mqtt]\nlisten = \"nonsense\"\n",
-                &[],
-                "config key `mqtt.listen`",
-            ),
-            (
-                "[store]\nretention = \"ninety days\"\n",
-                &[],
-                "config key `store.retention`",
-            ),
-            (
-                "[store]\nretention = \"0s\"\n",
-                &[],
-                "config key `store.retention`",
-            ),
-            (
-                "[mqtt]\nlisten_port = 1\n",
-                &[],
-                "unknown field `listen_port`",
-            ),
+            ("[mqtt]\nlisten = \"nonsense\"\n", &[], "config key `mqtt.listen`"),
+            ("[store]\nretention = \"ninety days\"\n", &[], "config key `store.retention`"),
+            ("[store]\nretention = \"0s\"\n", &[], "config key `store.retention`"),
+            ("[mqtt]\nlisten_port = 1\n", &[], "unknown field `listen_port`"),
             ("site = \"My Home\"\n", &[], "config key `site`"),
-            (
-                "",
-                &[("GATEHOUSE_MQTT_LISTN", "x")],
-                "config key `mqtt.listn`",
-            ),
-            (
-                "",
-                &[("GATEHOUSE_NOPE", "1")],
-                "GATEHOUSE_NOPE does not name a config key",
-            ),
+            ("", &[("GATEHOUSE_MQTT_LISTN", "x")], "config key `mqtt.listn`"),
+            ("", &[("GATEHOUSE_NOPE", "1")], "GATEHOUSE_NOPE does not name a config key"),
             ("[mqtt\n", &[], "is not valid TOML"),
-            (
-                "[simulator]\ndrop_probability = 2.0\n",
-                &[],
-                "`simulator.drop_probability`",
-            ),
+            ("[simulator]\ndrop_probability = 2.0\n", &[], "`simulator.drop_probability`"),
         ];
         for (toml, vars, expected) in cases {
             let error = load_str(toml, vars).expect_err(toml).to_string();

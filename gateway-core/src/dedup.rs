@@ -35,19 +35,13 @@ pub struct Deduplicator {
 
 impl Deduplicator {
     pub fn new(window_ms: i64) -> Deduplicator {
-        Deduplicator {
-            window_ms,
-            streams: HashMap::new(),
-        }
+        Deduplicator { window_ms, streams: HashMap::new() }
     }
 
     /// True when this measurement is new; false for a duplicate within the window.
     pub fn first_time(&mut self, mac: Mac, format: u8, key: MeasurementKey, now_ms: i64) -> bool {
         let seen = self.streams.entry((mac, format)).or_default();
-        while seen
-            .front()
-            .is_some_and(|&(_, at)| now_ms - at > self.window_ms)
-        {
+        while seen.front().is_some_and(|&(_, at)| now_ms - at > self.window_ms) {
             seen.pop_front();
         }
         if seen.iter().any(|&(k, _)| k == key) {
@@ -62,10 +56,7 @@ impl Deduplicator {
 
     /// Forgets streams silent for longer than the window, so memory follows the live tag count.
     pub fn prune(&mut self, now_ms: i64) {
-        self.streams.retain(|_, seen| {
-            seen.back()
-                .is_some_and(|&(_, at)| now_ms - at <= self.window_ms)
-        });
+        self.streams.retain(|_, seen| seen.back().is_some_and(|&(_, at)| now_ms - at <= self.window_ms));
     }
 
     pub fn stream_count(&self) -> usize {
@@ -86,15 +77,15 @@ mod tests {
         // (mac, format, key, time ms, expected first_time)
         let steps = [
             (A, 5, Seq(100), 0, true),
-            (A, 5, Seq(100), 10, false), // repeated by the same receiver
-            (A, 5, Seq(100), 3_000, false), // heard later by a second receiver
-            (B, 5, Seq(100), 3_000, true), // same sequence, other tag
+            (A, 5, Seq(100), 10, false),      // repeated by the same receiver
+            (A, 5, Seq(100), 3_000, false),   // heard later by a second receiver
+            (B, 5, Seq(100), 3_000, true),    // same sequence, other tag
             (A, 0xE1, Seq(100), 3_000, true), // same tag, other format
             (A, 5, Seq(101), 4_000, true),
             (A, 5, Seq(65534), 5_000, true),
             (A, 5, Seq(0), 6_000, true), // 16-bit wrap
             (A, 5, Seq(1), 7_000, true),
-            (A, 5, Seq(0), 8_000, false), // late duplicate of the wrapped value
+            (A, 5, Seq(0), 8_000, false),   // late duplicate of the wrapped value
             (A, 5, Seq(100), 62_000, true), // 100 first seen at 0: outside the 60 s window
         ];
         let mut dedup = Deduplicator::new(60_000);
@@ -107,10 +98,7 @@ mod tests {
     fn tag_reboot_resets_the_counter_without_losing_data() {
         let mut dedup = Deduplicator::new(60_000);
         for (i, seq) in [500, 501, 502, 0, 1, 2].into_iter().enumerate() {
-            assert!(
-                dedup.first_time(A, 5, Seq(seq), i as i64 * 1000),
-                "seq {seq}"
-            );
+            assert!(dedup.first_time(A, 5, Seq(seq), i as i64 * 1000), "seq {seq}");
         }
     }
 
@@ -123,11 +111,7 @@ mod tests {
         assert!(dedup.streams[&(A, 5)].len() <= REMEMBERED_PER_STREAM);
         dedup.first_time(B, 5, Seq(1), 50_000);
         dedup.prune(70_000);
-        assert_eq!(
-            dedup.stream_count(),
-            1,
-            "A was silent for longer than the window"
-        );
+        assert_eq!(dedup.stream_count(), 1, "A was silent for longer than the window");
     }
 
     #[test]

@@ -73,18 +73,11 @@ impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         let data_dir = config.resolved_data_dir();
         std::fs::create_dir_all(&data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}; pass --data-dir with a writable path",
-                data_dir.display()
-            )
+            format!("cannot create the data directory {}; pass --data-dir with a writable path", data_dir.display())
         })?;
         let database = data_dir.join(store::DATABASE_FILE);
         let store = Store::open(&database)?;
-        let known = store
-            .devices()
-            .await?
-            .into_iter()
-            .map(|d| (d.id, d.last_seen));
+        let known = store.devices().await?.into_iter().map(|d| (d.id, d.last_seen));
         let registry = Registry::with_known(known);
 
         let bus = Bus::new(BUS_CAPACITY);
@@ -106,15 +99,8 @@ impl Gateway {
         let registry_events = bus.subscribe("registry");
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
-        let mqtt = broker::start(
-            &config.mqtt,
-            &data_dir,
-            bus.clone(),
-            directory.clone(),
-            &tasks,
-            shutdown.clone(),
-        )
-        .await?;
+        let mqtt =
+            broker::start(&config.mqtt, &data_dir, bus.clone(), directory.clone(), &tasks, shutdown.clone()).await?;
         tasks.spawn(registry::run(
             registry.clone(),
             bus.clone(),
@@ -124,17 +110,9 @@ impl Gateway {
         ));
 
         let pipeline_stats = Arc::new(PipelineStats::default());
-        let processor = Processor::new(
-            config.pipeline.dedup_window.as_millis() as i64,
-            pipeline_stats.clone(),
-        );
+        let processor = Processor::new(config.pipeline.dedup_window.as_millis() as i64, pipeline_stats.clone());
         let (ingress, ingress_rx) = mpsc::channel(INGRESS_CAPACITY);
-        tasks.spawn(pipeline::run(
-            ingress_rx,
-            bus.clone(),
-            processor,
-            shutdown.clone(),
-        ));
+        tasks.spawn(pipeline::run(ingress_rx, bus.clone(), processor, shutdown.clone()));
 
         let simulator = if config.simulator.tags > 0 {
             let seed = simulator::effective_seed(&config.simulator);
@@ -143,16 +121,8 @@ impl Gateway {
                 seed,
                 "starting simulated tags (repeat this run with --seed {seed})"
             );
-            tasks.spawn(simulator::run(
-                config.simulator.clone(),
-                seed,
-                ingress.clone(),
-                shutdown.clone(),
-            ));
-            Some(SimulatorInfo {
-                tags: config.simulator.tags,
-                seed,
-            })
+            tasks.spawn(simulator::run(config.simulator.clone(), seed, ingress.clone(), shutdown.clone()));
+            Some(SimulatorInfo { tags: config.simulator.tags, seed })
         } else {
             None
         };
@@ -187,7 +157,10 @@ impl Gateway {
         ));
 
         let http_listener = TcpListener::bind(config.http.listen).await.with_context(|| {
-            format!("cannot listen for HTTP on {}; is it already in use? Pick another address with --http", config.http.listen)
+            format!(
+                "cannot listen for HTTP on {}; is it already in use? Pick another address with --http",
+                config.http.listen
+            )
         })?;
         let http_addr = http_listener.local_addr()?;
         let app = api::router(ApiState {
@@ -203,9 +176,7 @@ impl Gateway {
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let served = axum::serve(http_listener, app)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await;
+            let served = axum::serve(http_listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed");
             }
@@ -232,17 +203,7 @@ impl Gateway {
             site = %config.site,
             "Gatehouse is running"
         );
-        Ok(Gateway {
-            runtime,
-            health,
-            store,
-            bus,
-            ingress,
-            shutdown,
-            store_shutdown,
-            tasks,
-            writer,
-        })
+        Ok(Gateway { runtime, health, store, bus, ingress, shutdown, store_shutdown, tasks, writer })
     }
 
     /// The gateway's root shutdown token: cancelling it asks the gateway to stop.
@@ -255,19 +216,11 @@ impl Gateway {
         tracing::info!("shutting down");
         self.shutdown.cancel();
         self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "some tasks did not stop within {SHUTDOWN_GRACE:?}; continuing shutdown"
-            );
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait()).await.is_err() {
+            tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; continuing shutdown");
         }
         self.store_shutdown.cancel();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.writer.join())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.writer.join()).await.is_err() {
             tracing::error!("the store writer did not finish within {SHUTDOWN_GRACE:?}; recent readings may be lost");
         }
         let _ = std::fs::remove_file(self.runtime.data_dir.join(RUNTIME_FILE));

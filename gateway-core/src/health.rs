@@ -73,24 +73,14 @@ impl Health {
     pub fn report(&self) -> HealthReport {
         let store = self.store.snapshot();
         HealthReport {
-            status: if store.last_error.is_some() && store.queue_depth > 0 {
-                "degraded"
-            } else {
-                "ok"
-            },
+            status: if store.last_error.is_some() && store.queue_depth > 0 { "degraded" } else { "ok" },
             version: env!("CARGO_PKG_VERSION"),
             site: self.site.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            mqtt: MqttReport {
-                listen: self.mqtt_addr.to_string(),
-                broker: self.broker.snapshot(),
-            },
+            mqtt: MqttReport { listen: self.mqtt_addr.to_string(), broker: self.broker.snapshot() },
             devices_online: self.registry.online_count(),
             pipeline: self.pipeline.snapshot(),
-            store: StoreReport {
-                database: self.database.clone(),
-                writer: store,
-            },
+            store: StoreReport { database: self.database.clone(), writer: store },
             bus: self.bus.snapshot(),
             bluetooth: self.bluetooth.clone(),
             simulator: self.simulator.clone(),

@@ -10,12 +10,11 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
         Ok(from_env) if !from_env.is_empty() => {
             EnvFilter::try_new(&from_env).map_err(|e| format!("RUST_LOG={from_env}: {e}"))?
         }
-        _ => EnvFilter::try_new(&config.level)
-            .map_err(|e| format!("config key `log.level` ({}): {e}", config.level))?,
+        _ => {
+            EnvFilter::try_new(&config.level).map_err(|e| format!("config key `log.level` ({}): {e}", config.level))?
+        }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -50,15 +50,9 @@ impl Rejection {
 
     fn from_decode_error(error: &DecodeError) -> Rejection {
         match error {
-            DecodeError::Advertisement(AdError::NoRuuviData | AdError::Empty) => {
-                Rejection::NotRuuvi
-            }
-            DecodeError::Advertisement(AdError::Truncated { .. }) => {
-                Rejection::MalformedAdvertisement
-            }
-            DecodeError::UnsupportedFormat(_) | DecodeError::Unrecognized { .. } => {
-                Rejection::UnsupportedFormat
-            }
+            DecodeError::Advertisement(AdError::NoRuuviData | AdError::Empty) => Rejection::NotRuuvi,
+            DecodeError::Advertisement(AdError::Truncated { .. }) => Rejection::MalformedAdvertisement,
+            DecodeError::UnsupportedFormat(_) | DecodeError::Unrecognized { .. } => Rejection::UnsupportedFormat,
             DecodeError::EmptyPayload | DecodeError::TooShort { .. } => Rejection::TooShort,
         }
     }
@@ -115,12 +109,7 @@ pub struct Processor {
 
 impl Processor {
     pub fn new(dedup_window_ms: i64, stats: Arc<PipelineStats>) -> Processor {
-        Processor {
-            dedup: Deduplicator::new(dedup_window_ms),
-            stats,
-            last_prune: 0,
-            window_ms: dedup_window_ms,
-        }
+        Processor { dedup: Deduplicator::new(dedup_window_ms), stats, last_prune: 0, window_ms: dedup_window_ms }
     }
 
     pub fn process(&mut self, adv: &Advertisement) -> Result<Reading, Rejection> {
@@ -146,23 +135,15 @@ impl Processor {
     fn decode(&mut self, adv: &Advertisement) -> Result<Reading, Rejection> {
         let payload = ruuvi::find_ruuvi_payload(&adv.data)
             .map_err(|e| Rejection::from_decode_error(&DecodeError::Advertisement(e)))?;
-        let mut measurement =
-            ruuvi::decode_payload(payload).map_err(|e| Rejection::from_decode_error(&e))?;
+        let mut measurement = ruuvi::decode_payload(payload).map_err(|e| Rejection::from_decode_error(&e))?;
         // The payload's MAC identifies the tag; data format 6 carries only half of it.
-        let payload_mac = measurement
-            .id
-            .get()
-            .filter(|id| id.len() == 17)
-            .and_then(|id| id.parse::<Mac>().ok());
+        let payload_mac = measurement.id.get().filter(|id| id.len() == 17).and_then(|id| id.parse::<Mac>().ok());
         let mac = payload_mac.or(adv.address).ok_or(Rejection::NoMac)?;
         let key = match measurement.measurement_sequence_number.value() {
             Some(sequence) => MeasurementKey::Sequence(sequence),
             None => MeasurementKey::of_payload(payload),
         };
-        if !self
-            .dedup
-            .first_time(mac, measurement.data_format, key, adv.received_at)
-        {
+        if !self.dedup.first_time(mac, measurement.data_format, key, adv.received_at) {
             return Err(Rejection::Duplicate);
         }
         add_derived_values(&mut measurement);
@@ -236,63 +217,23 @@ mod tests {
         let reading = p.process(&df5_adv(7, Some(TAG), None, 1_000)).unwrap();
         assert_eq!(reading.device_id, "ruuvi-c10203040506");
         assert_eq!(reading.mac, "C1:02:03:04:05:06");
-        assert!(
-            reading.measurement.dew_point.value().is_some(),
-            "derived values are added"
-        );
-        assert_eq!(
-            p.process(&df5_adv(7, Some(TAG), None, 1_100)),
-            Err(Rejection::Duplicate)
-        );
-        assert_eq!(
-            p.process(&df5_adv(7, Some(TAG), None, 1_500)),
-            Err(Rejection::Duplicate)
-        );
+        assert!(reading.measurement.dew_point.value().is_some(), "derived values are added");
+        assert_eq!(p.process(&df5_adv(7, Some(TAG), None, 1_100)), Err(Rejection::Duplicate));
+        assert_eq!(p.process(&df5_adv(7, Some(TAG), None, 1_500)), Err(Rejection::Duplicate));
         assert!(p.process(&df5_adv(8, Some(TAG), None, 2_000)).is_ok());
         // No MAC in the payload: the receiver's address identifies the tag; none at all is rejected.
-        assert_eq!(
-            p.process(&df5_adv(1, None, Some(TAG), 3_000)).unwrap().mac,
-            "C1:02:03:04:05:06"
-        );
-        assert_eq!(
-            p.process(&df5_adv(2, None, None, 3_000)),
-            Err(Rejection::NoMac)
-        );
-        let bad = |data: &str| Advertisement {
-            data: hex::decode(data).unwrap(),
-            ..df5_adv(0, None, None, 4_000)
-        };
-        assert_eq!(
-            p.process(&bad("0201061AFF4C000215")),
-            Err(Rejection::MalformedAdvertisement)
-        );
-        assert_eq!(
-            p.process(&bad("0201060AFF4C0002150102030405")),
-            Err(Rejection::NotRuuvi)
-        );
-        assert_eq!(
-            p.process(&bad("05FF99040799")),
-            Err(Rejection::UnsupportedFormat)
-        );
+        assert_eq!(p.process(&df5_adv(1, None, Some(TAG), 3_000)).unwrap().mac, "C1:02:03:04:05:06");
+        assert_eq!(p.process(&df5_adv(2, None, None, 3_000)), Err(Rejection::NoMac));
+        let bad = |data: &str| Advertisement { data: hex::decode(data).unwrap(), ..df5_adv(0, None, None, 4_000) };
+        assert_eq!(p.process(&bad("0201061AFF4C000215")), Err(Rejection::MalformedAdvertisement));
+        assert_eq!(p.process(&bad("0201060AFF4C0002150102030405")), Err(Rejection::NotRuuvi));
+        assert_eq!(p.process(&bad("05FF99040799")), Err(Rejection::UnsupportedFormat));
         assert_eq!(p.process(&bad("05FF99040512")), Err(Rejection::TooShort));
         let s = stats.snapshot();
         assert_eq!(
-            (
-                s.advertisements,
-                s.readings,
-                s.duplicates,
-                s.rejected_no_mac,
-                s.rejected_malformed
-            ),
+            (s.advertisements, s.readings, s.duplicates, s.rejected_no_mac, s.rejected_malformed),
             (10, 3, 2, 1, 1)
         );
-        assert_eq!(
-            (
-                s.rejected_not_ruuvi,
-                s.rejected_unsupported_format,
-                s.rejected_too_short
-            ),
-            (1, 1, 1)
-        );
+        assert_eq!((s.rejected_not_ruuvi, s.rejected_unsupported_format, s.rejected_too_short), (1, 1, 1));
     }
 }

@@ -28,38 +28,16 @@ pub struct Registry {
 impl Registry {
     /// Seeds the registry with devices known from the store; they start offline.
     pub fn with_known(known: impl IntoIterator<Item = (String, i64)>) -> Registry {
-        let devices = known
-            .into_iter()
-            .map(|(id, last_seen)| {
-                (
-                    id,
-                    LiveState {
-                        online: false,
-                        last_seen,
-                    },
-                )
-            })
-            .collect();
-        Registry {
-            devices: Arc::new(RwLock::new(devices)),
-        }
+        let devices = known.into_iter().map(|(id, last_seen)| (id, LiveState { online: false, last_seen })).collect();
+        Registry { devices: Arc::new(RwLock::new(devices)) }
     }
 
     pub fn get(&self, device_id: &str) -> Option<LiveState> {
-        self.devices
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(device_id)
-            .cloned()
+        self.devices.read().unwrap_or_else(|p| p.into_inner()).get(device_id).cloned()
     }
 
     pub fn online_count(&self) -> usize {
-        self.devices
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|d| d.online)
-            .count()
+        self.devices.read().unwrap_or_else(|p| p.into_inner()).values().filter(|d| d.online).count()
     }
 
     /// Records a sighting; returns whether the device is new and whether it came (back) online.
@@ -73,25 +51,14 @@ impl Registry {
                 (false, came_online)
             }
             None => {
-                devices.insert(
-                    device_id.to_string(),
-                    LiveState {
-                        online: true,
-                        last_seen: at,
-                    },
-                );
+                devices.insert(device_id.to_string(), LiveState { online: true, last_seen: at });
                 (true, true)
             }
         }
     }
 
     fn known_ids(&self) -> Vec<String> {
-        self.devices
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        self.devices.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
     /// Marks devices silent since before `cutoff` offline and returns their ids.
@@ -121,12 +88,7 @@ pub async fn run(
     let now = now_ms();
     for device_id in registry.known_ids() {
         if registry.get(&device_id).is_some_and(|state| !state.online) {
-            bus.publish(Event::Availability(Availability {
-                device_id,
-                online: false,
-                at: now,
-            }))
-            .await;
+            bus.publish(Event::Availability(Availability { device_id, online: false, at: now })).await;
         }
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(offline_after));
@@ -173,23 +135,13 @@ mod tests {
         let registry = Registry::with_known([("old".to_string(), 100)]);
         assert_eq!(registry.seen("new", 1_000), (true, true));
         assert_eq!(registry.seen("new", 2_000), (false, false));
-        assert_eq!(
-            registry.seen("old", 2_000),
-            (false, true),
-            "known device comes online"
-        );
+        assert_eq!(registry.seen("old", 2_000), (false, true), "known device comes online");
         assert_eq!(registry.online_count(), 2);
         assert_eq!(registry.expire(1_500), Vec::<String>::new());
         let mut expired = registry.expire(2_500);
         expired.sort();
         assert_eq!(expired, vec!["new".to_string(), "old".to_string()]);
-        assert_eq!(
-            registry.get("new"),
-            Some(LiveState {
-                online: false,
-                last_seen: 2_000
-            })
-        );
+        assert_eq!(registry.get("new"), Some(LiveState { online: false, last_seen: 2_000 }));
         assert_eq!(registry.seen("new", 3_000), (false, true));
     }
 }

@@ -55,10 +55,7 @@ pub const RESERVED_CLIENT_PREFIX: &str = "gatehouse";
 mod tests {
     #[test]
     fn topic_shapes() {
-        assert_eq!(
-            super::telemetry("home", "ruuvi-cbb8334c884f"),
-            "devices/home/ruuvi-cbb8334c884f/telemetry"
-        );
+        assert_eq!(super::telemetry("home", "ruuvi-cbb8334c884f"), "devices/home/ruuvi-cbb8334c884f/telemetry");
         assert_eq!(super::device_status("lab", "x"), "devices/lab/x/status");
         assert_eq!(super::gateway_status("home"), "gatehouse/home/status");
     }

@@ -3,16 +3,8 @@
 use std::process::Command;
 
 fn decode(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .arg("decode")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    let output = Command::new(env!("CARGO_BIN_EXE_gatehouse")).arg("decode").args(args).output().unwrap();
+    (output.status.code(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
 }
 
 #[test]
@@ -23,10 +15,7 @@ fn prints_one_json_object_per_argument() {
         "2BFF9904E1170C5668C79E0065007004BD11CA00C90A0213E0ACFFFFFFDECDEE01FFFFFFFFFFCBB8334C884F030398FC",
     ]);
     assert_eq!(code, Some(0), "{stderr}");
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0], lines[1], "raw AD and bare payload decode alike");
     let expected = serde_json::json!({
@@ -50,22 +39,15 @@ fn rejects_what_is_not_a_ruuvi_advertisement() {
     assert!(stdout.is_empty());
     let errors: Vec<&str> = stderr.lines().collect();
     assert_eq!(errors.len(), 3, "{stderr}");
-    assert!(
-        errors[0].contains("argument 1") && errors[0].contains("not a Ruuvi advertisement"),
-        "{stderr}"
-    );
+    assert!(errors[0].contains("argument 1") && errors[0].contains("not a Ruuvi advertisement"), "{stderr}");
     assert!(errors[1].contains("not hex"), "{stderr}");
     assert!(errors[2].contains("needs 24 bytes"), "{stderr}");
 }
 
 #[test]
 fn mixed_input_prints_the_good_and_fails_for_the_bad() {
-    let (code, stdout, stderr) =
-        decode(&["0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F", "07"]);
+    let (code, stdout, stderr) = decode(&["0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F", "07"]);
     assert_eq!(code, Some(1));
     assert_eq!(stdout.lines().count(), 1);
-    assert!(
-        stderr.contains("argument 2") && stderr.contains("0x07 is not supported"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("argument 2") && stderr.contains("0x07 is not supported"), "{stderr}");
 }

@@ -12,10 +12,7 @@ pub mod mqtt;
 /// The `gatehouse` binary next to this test executable (target/<profile>/gatehouse).
 pub fn gatehouse_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join("gatehouse");
     assert!(
         bin.exists(),
@@ -72,13 +69,7 @@ impl Daemon {
         let unbound: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
         let mut daemon = Daemon {
             child: None,
-            runtime: Runtime {
-                mqtt: unbound,
-                mqtt_tls: unbound,
-                mqtt_ws: unbound,
-                mqtt_wss: unbound,
-                http: unbound,
-            },
+            runtime: Runtime { mqtt: unbound, mqtt_tls: unbound, mqtt_ws: unbound, mqtt_wss: unbound, http: unbound },
             log_path: PathBuf::new(),
             data_dir: temp.path().to_path_buf(),
             args,
@@ -97,21 +88,8 @@ impl Daemon {
             .arg("run")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args([
-                "--mqtt",
-                "127.0.0.1:0",
-                "--mqtt-tls",
-                "127.0.0.1:0",
-                "--mqtt-ws",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--mqtt-wss",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--no-ble",
-            ])
+            .args(["--mqtt", "127.0.0.1:0", "--mqtt-tls", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0"])
+            .args(["--mqtt-wss", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-ble"])
             .args(&self.args)
             .env("RUST_LOG", "info,gateway_core=debug")
             .stdout(Stdio::null())
@@ -136,29 +114,16 @@ impl Daemon {
                         addr(&listeners["wss"]),
                         addr(&json["http"]),
                     ) {
-                        return Runtime {
-                            mqtt,
-                            mqtt_tls,
-                            mqtt_ws,
-                            mqtt_wss,
-                            http,
-                        };
+                        return Runtime { mqtt, mqtt_tls, mqtt_ws, mqtt_wss, http };
                     }
                 }
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("gatehouse exited during start ({status}):\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "gatehouse did not write its runtime file within 30 s:\n{}",
-            self.log()
-        );
+        panic!("gatehouse did not write its runtime file within 30 s:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
@@ -174,14 +139,9 @@ impl Daemon {
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
-        let response = reqwest::get(self.http(path))
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let response = reqwest::get(self.http(path)).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: body is not JSON: {e}"));
+        let body: Value = response.json().await.unwrap_or_else(|e| panic!("GET {path}: body is not JSON: {e}"));
         assert!(status.is_success(), "GET {path}: {status} {body}");
         body
     }
@@ -201,29 +161,16 @@ impl Daemon {
 
     /// Creates an MQTT identity through the API. `rules`: extra (filter, access) pairs.
     pub async fn account(&self, username: &str, role: &str, rules: &[(&str, &str)]) -> Credentials {
-        let rules: Vec<Value> = rules
-            .iter()
-            .map(|(f, a)| serde_json::json!({"filter": f, "access": a}))
-            .collect();
+        let rules: Vec<Value> = rules.iter().map(|(f, a)| serde_json::json!({"filter": f, "access": a})).collect();
         let (status, body) = self
-            .post_json(
-                "/api/broker/accounts",
-                serde_json::json!({"username": username, "role": role, "rules": rules}),
-            )
+            .post_json("/api/broker/accounts", serde_json::json!({"username": username, "role": role, "rules": rules}))
             .await;
         assert_eq!(status, 201, "create account {username}: {body}");
-        Credentials {
-            username: username.to_string(),
-            password: body["password"].as_str().unwrap().to_string(),
-        }
+        Credentials { username: username.to_string(), password: body["password"].as_str().unwrap().to_string() }
     }
 
     /// Sends `signal` and waits for the exit status (at most `within`).
-    pub fn stop_with(
-        &mut self,
-        signal: nix::sys::signal::Signal,
-        within: Duration,
-    ) -> std::process::ExitStatus {
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal, within: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon is running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, signal).expect("signal gatehouse");
@@ -234,10 +181,7 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!(
-                    "gatehouse did not exit within {within:?} after {signal}:\n{}",
-                    self.log()
-                );
+                panic!("gatehouse did not exit within {within:?} after {signal}:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -246,11 +190,7 @@ impl Daemon {
     /// Graceful stop with SIGTERM; asserts a clean exit.
     pub fn stop(&mut self) {
         let status = self.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
-        assert!(
-            status.success(),
-            "gatehouse exited with {status}:\n{}",
-            self.log()
-        );
+        assert!(status.success(), "gatehouse exited with {status}:\n{}", self.log());
     }
 
     /// Stops the daemon if it runs and starts it again on the same data directory (new ports).
@@ -271,10 +211,7 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "---- gatehouse log (last 60 lines, {}) ----",
-                self.log_path.display()
-            );
+            eprintln!("---- gatehouse log (last 60 lines, {}) ----", self.log_path.display());
             for line in tail.into_iter().rev() {
                 eprintln!("{line}");
             }
@@ -288,11 +225,29 @@ fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// An external tool the test needs. In CI (`CI` set) a missing tool fails the test; on a
+/// developer machine the test is skipped with a note (`make test` installs everything).
+pub fn require_tool(path: &str) -> Option<PathBuf> {
+    let found = if path.contains('/') {
+        Some(PathBuf::from(path)).filter(|p| p.exists())
+    } else {
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(path)).find(|p| p.exists()))
+    };
+    match found {
+        Some(found) => Some(found),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("{path} is required in CI; scripts/setup.sh test installs it")
+        }
+        None => {
+            eprintln!("SKIPPED: {path} is not installed (run `make test`, which installs it)");
+            None
+        }
+    }
+}
+
 /// Polls `check` until it returns `Some` or `timeout` passes.
-pub async fn eventually<T>(
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> Option<T> {
+pub async fn eventually<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {

@@ -1,11 +1,13 @@
-//! A real MQTT client (rumqttc over TCP) for tests, with its event loop driven in the background
-//! and received publishes collected in a channel.
+//! A real MQTT client (rumqttc over TCP, TLS or WebSocket) for tests, with its event loop driven
+//! in the background; received publishes and SUBACKs are collected in channels.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use rustls::pki_types::pem::PemObject;
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -17,8 +19,7 @@ pub struct Message {
 
 impl Message {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.payload)
-            .unwrap_or_else(|e| panic!("{}: payload is not JSON: {e}", self.topic))
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| panic!("{}: payload is not JSON: {e}", self.topic))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.payload).into_owned()
@@ -28,6 +29,10 @@ impl Message {
 pub struct Client {
     pub client: AsyncClient,
     pub messages: mpsc::UnboundedReceiver<Message>,
+    /// SUBACK return codes, in arrival order.
+    pub subacks: mpsc::UnboundedReceiver<Vec<SubscribeReasonCode>>,
+    /// Resolves with the error that ended the connection.
+    pub closed: oneshot::Receiver<String>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -39,11 +44,7 @@ pub fn options(client_id: &str, addr: SocketAddr) -> MqttOptions {
 }
 
 /// Options for `client_id` authenticated as `credentials`.
-pub fn options_as(
-    client_id: &str,
-    addr: SocketAddr,
-    credentials: &crate::Credentials,
-) -> MqttOptions {
+pub fn options_as(client_id: &str, addr: SocketAddr, credentials: &crate::Credentials) -> MqttOptions {
     let mut options = options(client_id, addr);
     options.set_credentials(credentials.username.clone(), credentials.password.clone());
     options
@@ -54,12 +55,30 @@ pub fn with_will(mut options: MqttOptions, topic: &str, payload: &str) -> MqttOp
     options
 }
 
+/// TLS client settings trusting the gateway's CA (PEM), for MQTT over TLS or secure WebSocket.
+pub fn tls_transport(ca_pem: &str, websocket: bool) -> rumqttc::Transport {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = rumqttc::TlsConfiguration::Rustls(Arc::new(config));
+    if websocket {
+        rumqttc::Transport::wss_with_config(tls)
+    } else {
+        rumqttc::Transport::tls_with_config(tls)
+    }
+}
+
 impl Client {
     /// Connects and waits for the CONNACK; panics with the broker's answer when refused.
     pub async fn connect(options: MqttOptions) -> Client {
-        Self::try_connect(options)
-            .await
-            .unwrap_or_else(|e| panic!("MQTT connect failed: {e}"))
+        Self::try_connect(options).await.unwrap_or_else(|e| panic!("MQTT connect failed: {e}"))
     }
 
     pub async fn try_connect(options: MqttOptions) -> Result<Client, rumqttc::ConnectionError> {
@@ -73,12 +92,10 @@ impl Client {
             }
         }
         let (tx, messages) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(eventloop, tx));
-        Ok(Client {
-            client,
-            messages,
-            task,
-        })
+        let (suback_tx, subacks) = mpsc::unbounded_channel();
+        let (closed_tx, closed) = oneshot::channel();
+        let task = tokio::spawn(drive(eventloop, tx, suback_tx, closed_tx));
+        Ok(Client { client, messages, subacks, closed, task })
     }
 
     /// Collects messages until `count` arrived or `timeout` passed.
@@ -106,13 +123,33 @@ impl Client {
         }
     }
 
+    /// Subscribes (QoS 1) and returns the SUBACK's return codes.
+    pub async fn subscribe_many(&mut self, filters: &[&str]) -> Vec<SubscribeReasonCode> {
+        let filters = filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
+        self.client.subscribe_many(filters).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.subacks.recv())
+            .await
+            .expect("SUBACK within 5 s")
+            .expect("SUBACK")
+    }
+
+    /// Waits until the broker ends the connection; returns the client's error text.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> Option<String> {
+        tokio::time::timeout(timeout, &mut self.closed).await.ok().and_then(Result::ok)
+    }
+
     /// Drops the connection without DISCONNECT, as a device losing power would.
     pub fn kill(self) {
         self.task.abort();
     }
 }
 
-async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Message>) {
+async fn drive(
+    mut eventloop: EventLoop,
+    tx: mpsc::UnboundedSender<Message>,
+    subacks: mpsc::UnboundedSender<Vec<SubscribeReasonCode>>,
+    closed: oneshot::Sender<String>,
+) {
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -123,8 +160,14 @@ async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Message>) {
                     qos: p.qos,
                 });
             }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let _ = subacks.send(ack.return_codes);
+            }
             Ok(_) => {}
-            Err(_) => return,
+            Err(error) => {
+                let _ = closed.send(error.to_string());
+                return;
+            }
         }
     }
 }

@@ -20,10 +20,7 @@ pub async fn ca_certificate(State(state): State<ApiState>) -> impl IntoResponse 
     (
         [
             (header::CONTENT_TYPE, "application/x-pem-file"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"gatehouse-ca.pem\"",
-            ),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"gatehouse-ca.pem\""),
         ],
         state.ca_pem.to_string(),
     )
@@ -62,57 +59,26 @@ pub async fn create_account(
         description: body.description,
     };
     let (identity, password) = state.directory.create(new).await.map_err(directory_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "account": identity, "password": password })),
-    ))
+    Ok((StatusCode::CREATED, Json(json!({ "account": identity, "password": password }))))
 }
 
-pub async fn rotate_account(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let password = state
-        .directory
-        .rotate(&name)
-        .await
-        .map_err(directory_error)?;
+pub async fn rotate_account(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let password = state.directory.rotate(&name).await.map_err(directory_error)?;
     Ok(Json(json!({ "username": name, "password": password })))
 }
 
-pub async fn enable_account(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let identity = state
-        .directory
-        .set_enabled(&name, true)
-        .await
-        .map_err(directory_error)?;
+pub async fn enable_account(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let identity = state.directory.set_enabled(&name, true).await.map_err(directory_error)?;
     Ok(Json(json!(identity)))
 }
 
-pub async fn disable_account(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let identity = state
-        .directory
-        .set_enabled(&name, false)
-        .await
-        .map_err(directory_error)?;
+pub async fn disable_account(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let identity = state.directory.set_enabled(&name, false).await.map_err(directory_error)?;
     Ok(Json(json!(identity)))
 }
 
-pub async fn delete_account(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state
-        .directory
-        .delete(&name)
-        .await
-        .map_err(directory_error)?;
+pub async fn delete_account(State(state): State<ApiState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    state.directory.delete(&name).await.map_err(directory_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -124,9 +90,10 @@ fn directory_error(error: DirectoryError) -> ApiError {
             code: "account_exists",
             message: format!("an account named `{name}` already exists; rotate its password or pick another name"),
         },
-        DirectoryError::NotFound(name) => {
-            ApiError::not_found("account_not_found", format!("no account named `{name}`; GET /api/broker/accounts lists them"))
-        }
+        DirectoryError::NotFound(name) => ApiError::not_found(
+            "account_not_found",
+            format!("no account named `{name}`; GET /api/broker/accounts lists them"),
+        ),
         DirectoryError::Store(error) => error.into(),
     }
 }

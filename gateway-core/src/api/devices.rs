@@ -20,10 +20,7 @@ pub struct DeviceView {
 }
 
 fn view(state: &ApiState, record: DeviceRecord) -> DeviceView {
-    let online = state
-        .registry
-        .get(&record.id)
-        .is_some_and(|live| live.online);
+    let online = state.registry.get(&record.id).is_some_and(|live| live.online);
     DeviceView { record, online }
 }
 
@@ -37,10 +34,7 @@ pub async fn list(
         Some("true") => Some(true),
         Some("false") => Some(false),
         Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_filter",
-                format!("`online={other}`: use true or false"),
-            ))
+            return Err(ApiError::bad_request("invalid_filter", format!("`online={other}`: use true or false")))
         }
     };
     let devices = state.store.devices().await?;
@@ -54,10 +48,7 @@ pub async fn list(
     Ok(Json(views))
 }
 
-pub async fn get(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<DeviceView>, ApiError> {
+pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<DeviceView>, ApiError> {
     match state.store.device(&id).await? {
         Some(record) => Ok(Json(view(&state, record))),
         None => Err(unknown_device(&id)),
@@ -65,10 +56,7 @@ pub async fn get(
 }
 
 fn unknown_device(id: &str) -> ApiError {
-    ApiError::not_found(
-        "device_not_found",
-        format!("no device with id `{id}`; GET /api/devices lists the known ones"),
-    )
+    ApiError::not_found("device_not_found", format!("no device with id `{id}`; GET /api/devices lists the known ones"))
 }
 
 const TAG_FIELDS: &[&str] = &["temperature", "humidity", "pressure", "voltage", "rssi"];
@@ -95,48 +83,22 @@ pub async fn readings(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<History>, ApiError> {
     let now = now_ms();
-    let to = query
-        .get("to")
-        .map(|v| parse_time("to", v, now))
-        .transpose()?
-        .unwrap_or(now + 1);
-    let from = query
-        .get("from")
-        .map(|v| parse_time("from", v, now))
-        .transpose()?
-        .unwrap_or(to - 86_400_000);
-    let bucket_ms = query
-        .get("bucket")
-        .map(|v| parse_duration_ms("bucket", v))
-        .transpose()?;
+    let to = query.get("to").map(|v| parse_time("to", v, now)).transpose()?.unwrap_or(now + 1);
+    let from = query.get("from").map(|v| parse_time("from", v, now)).transpose()?.unwrap_or(to - 86_400_000);
+    let bucket_ms = query.get("bucket").map(|v| parse_duration_ms("bucket", v)).transpose()?;
     let Some(device) = state.store.device(&id).await? else {
         return Err(unknown_device(&id));
     };
     let fields: Vec<String> = match query.get("fields") {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-            .map(String::from)
-            .collect(),
+        Some(list) => list.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from).collect(),
         None => {
-            let defaults = if device.kind == "ruuvi_air" {
-                AIR_FIELDS
-            } else {
-                TAG_FIELDS
-            };
+            let defaults = if device.kind == "ruuvi_air" { AIR_FIELDS } else { TAG_FIELDS };
             defaults.iter().map(|f| f.to_string()).collect()
         }
     };
     let history = state
         .store
-        .history(HistoryQuery {
-            device_id: id.clone(),
-            from,
-            to,
-            bucket_ms,
-            fields,
-        })
+        .history(HistoryQuery { device_id: id.clone(), from, to, bucket_ms, fields })
         .await?
         .ok_or_else(|| unknown_device(&id))?;
     Ok(Json(history))

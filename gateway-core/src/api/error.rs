@@ -16,27 +16,15 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message: message.into(),
-        }
+        ApiError { status: StatusCode::BAD_REQUEST, code, message: message.into() }
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            code,
-            message: message.into(),
-        }
+        ApiError { status: StatusCode::NOT_FOUND, code, message: message.into() }
     }
 
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::FORBIDDEN,
-            code,
-            message: message.into(),
-        }
+        ApiError { status: StatusCode::FORBIDDEN, code, message: message.into() }
     }
 }
 

@@ -19,10 +19,7 @@ pub async fn upgrade(
 ) -> Result<Response, ApiError> {
     // Cross-site WebSocket hijacking: a page on another origin must not read the live stream.
     if !same_origin(&headers) {
-        return Err(ApiError::forbidden(
-            "foreign_origin",
-            "WebSocket connections from other origins are refused",
-        ));
+        return Err(ApiError::forbidden("foreign_origin", "WebSocket connections from other origins are refused"));
     }
     let events = state.bus.subscribe("websocket");
     let shutdown = state.shutdown.clone();

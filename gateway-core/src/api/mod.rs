@@ -45,26 +45,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/live", get(live::upgrade))
         .route("/api/broker/clients", get(broker::clients))
         .route("/api/broker/ca.pem", get(broker::ca_certificate))
-        .route(
-            "/api/broker/accounts",
-            get(broker::accounts).post(broker::create_account),
-        )
-        .route(
-            "/api/broker/accounts/{name}",
-            axum::routing::delete(broker::delete_account),
-        )
-        .route(
-            "/api/broker/accounts/{name}/rotate",
-            axum::routing::post(broker::rotate_account),
-        )
-        .route(
-            "/api/broker/accounts/{name}/enable",
-            axum::routing::post(broker::enable_account),
-        )
-        .route(
-            "/api/broker/accounts/{name}/disable",
-            axum::routing::post(broker::disable_account),
-        )
+        .route("/api/broker/accounts", get(broker::accounts).post(broker::create_account))
+        .route("/api/broker/accounts/{name}", axum::routing::delete(broker::delete_account))
+        .route("/api/broker/accounts/{name}/rotate", axum::routing::post(broker::rotate_account))
+        .route("/api/broker/accounts/{name}/enable", axum::routing::post(broker::enable_account))
+        .route("/api/broker/accounts/{name}/disable", axum::routing::post(broker::disable_account))
         .fallback(not_found)
         .with_state(state)
 }
@@ -82,10 +67,7 @@ async fn index() -> impl IntoResponse {
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(
-        "not_found",
-        format!("no route for {}; see docs/api.md for the API", uri.path()),
-    )
+    ApiError::not_found("not_found", format!("no route for {}; see docs/api.md for the API", uri.path()))
 }
 
 /// True unless a browser page from another origin makes the request. Non-browser clients send
@@ -94,13 +76,10 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get("origin") else {
         return true;
     };
-    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), headers.get("host").map(|h| h.to_str()))
-    else {
+    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), headers.get("host").map(|h| h.to_str())) else {
         return false;
     };
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
+    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
     origin_host == Some(host)
 }
 

@@ -36,14 +36,12 @@ pub fn parse_duration_ms(name: &str, value: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = value.parse::<i64>() {
         return Ok(ms);
     }
-    humantime::parse_duration(value)
-        .map(|d: Duration| d.as_millis() as i64)
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_duration",
-                format!("`{name}={value}` is not a duration; use milliseconds or e.g. `5m`, `1h`"),
-            )
-        })
+    humantime::parse_duration(value).map(|d: Duration| d.as_millis() as i64).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_duration",
+            format!("`{name}={value}` is not a duration; use milliseconds or e.g. `5m`, `1h`"),
+        )
+    })
 }
 
 #[cfg(test)]

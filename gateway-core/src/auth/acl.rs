@@ -33,10 +33,7 @@ pub struct Rule {
 
 impl Rule {
     pub fn new(filter: impl Into<String>, access: Access) -> Rule {
-        Rule {
-            filter: filter.into(),
-            access,
-        }
+        Rule { filter: filter.into(), access }
     }
 }
 
@@ -49,17 +46,11 @@ pub struct Acl {
 impl Acl {
     /// Unrestricted access (the gateway's own links).
     pub fn everything() -> Acl {
-        Acl {
-            rules: vec![Rule::new("#", Access::ReadWrite)],
-        }
+        Acl { rules: vec![Rule::new("#", Access::ReadWrite)] }
     }
 
     pub fn can_publish(&self, topic: &str) -> bool {
-        valid_topic_name(topic)
-            && self
-                .rules
-                .iter()
-                .any(|r| r.access.can_write() && filter_matches(&r.filter, topic))
+        valid_topic_name(topic) && self.rules.iter().any(|r| r.access.can_write() && filter_matches(&r.filter, topic))
     }
 
     pub fn can_subscribe(&self, filter: &str) -> bool {
@@ -71,11 +62,7 @@ impl Acl {
             },
             None => filter,
         };
-        valid_topic_filter(filter)
-            && self
-                .rules
-                .iter()
-                .any(|r| r.access.can_read() && filter_covers(&r.filter, filter))
+        valid_topic_filter(filter) && self.rules.iter().any(|r| r.access.can_read() && filter_covers(&r.filter, filter))
     }
 }
 
@@ -154,11 +141,7 @@ mod tests {
             ("+", "", true),
         ];
         for (filter, topic, expected) in cases {
-            assert_eq!(
-                filter_matches(filter, topic),
-                expected,
-                "{filter} vs {topic}"
-            );
+            assert_eq!(filter_matches(filter, topic), expected, "{filter} vs {topic}");
         }
     }
 
@@ -169,11 +152,7 @@ mod tests {
             ("devices/home/d1/#", "devices/home/d1/commands", true),
             ("devices/home/d1/#", "devices/home/d1/#", true),
             ("devices/home/d1/#", "devices/home/+/commands", false),
-            (
-                "devices/home/+/telemetry",
-                "devices/home/d1/telemetry",
-                true,
-            ),
+            ("devices/home/+/telemetry", "devices/home/d1/telemetry", true),
             ("devices/home/+/telemetry", "devices/home/+/telemetry", true),
             ("devices/home/+/telemetry", "devices/home/#", false),
             ("devices/home/+/telemetry", "devices/+/+/telemetry", false),
@@ -185,34 +164,18 @@ mod tests {
             ("a/#", "a", true),
         ];
         for (outer, inner, expected) in cases {
-            assert_eq!(
-                filter_covers(outer, inner),
-                expected,
-                "{outer} covers {inner}"
-            );
+            assert_eq!(filter_covers(outer, inner), expected, "{outer} covers {inner}");
         }
     }
 
     #[test]
     fn validity_table() {
-        for (filter, ok) in [
-            ("a/#", true),
-            ("a/#/b", false),
-            ("a/b+", false),
-            ("+/+", true),
-            ("", false),
-            ("a\0b", false),
-            ("#", true),
-        ] {
+        for (filter, ok) in
+            [("a/#", true), ("a/#/b", false), ("a/b+", false), ("+/+", true), ("", false), ("a\0b", false), ("#", true)]
+        {
             assert_eq!(valid_topic_filter(filter), ok, "{filter:?}");
         }
-        for (topic, ok) in [
-            ("a/b", true),
-            ("a/+", false),
-            ("a/#", false),
-            ("", false),
-            ("a\0", false),
-        ] {
+        for (topic, ok) in [("a/b", true), ("a/+", false), ("a/#", false), ("", false), ("a\0", false)] {
             assert_eq!(valid_topic_name(topic), ok, "{topic:?}");
         }
     }
@@ -229,10 +192,7 @@ mod tests {
         assert!(acl.can_publish("devices/home/d1/telemetry"));
         assert!(!acl.can_publish("devices/home/d2/telemetry"));
         assert!(!acl.can_publish("devices/home/d1/commands"), "read-only");
-        assert!(
-            !acl.can_subscribe("devices/home/d1/telemetry"),
-            "write-only"
-        );
+        assert!(!acl.can_subscribe("devices/home/d1/telemetry"), "write-only");
         assert!(acl.can_subscribe("devices/home/d1/commands"));
         assert!(acl.can_subscribe("lab/x/#"));
         assert!(acl.can_subscribe("$share/g/lab/x"));

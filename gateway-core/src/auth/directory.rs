@@ -74,7 +74,8 @@ pub struct Directory {
 }
 
 /// Verified against when the user does not exist, so that timing does not reveal which names do.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$4SSG1WH1V9SsaFV2Ob9L9aW2f8Ftfgjq9QEfuV7xYIk";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$4SSG1WH1V9SsaFV2Ob9L9aW2f8Ftfgjq9QEfuV7xYIk";
 
 impl Directory {
     pub async fn load(store: Store, bus: Bus) -> Result<Arc<Directory>, StoreError> {
@@ -102,12 +103,7 @@ impl Directory {
             .await?;
         tracing::info!(identities = identities.len(), "MQTT identities loaded");
         Ok(Arc::new(Directory {
-            identities: RwLock::new(
-                identities
-                    .into_iter()
-                    .map(|i| (i.username.clone(), i))
-                    .collect(),
-            ),
+            identities: RwLock::new(identities.into_iter().map(|i| (i.username.clone(), i)).collect()),
             store,
             bus,
             verified: Mutex::new(HashMap::new()),
@@ -116,21 +112,12 @@ impl Directory {
     }
 
     pub fn get(&self, username: &str) -> Option<Identity> {
-        self.identities
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(username)
-            .cloned()
+        self.identities.read().unwrap_or_else(|p| p.into_inner()).get(username).cloned()
     }
 
     pub fn list(&self) -> Vec<Identity> {
-        let mut all: Vec<Identity> = self
-            .identities
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut all: Vec<Identity> =
+            self.identities.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         all.sort_by(|a, b| a.username.cmp(&b.username));
         all
     }
@@ -162,21 +149,13 @@ impl Directory {
                 .get(username)
                 .is_some_and(|d| constant_time_eq(d, &digest));
         if !cached {
-            let phc = identity
-                .as_ref()
-                .and_then(|i| i.password_hash.clone())
-                .unwrap_or_else(|| DUMMY_HASH.to_string());
+            let phc = identity.as_ref().and_then(|i| i.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
             let secret = secret.to_string();
-            let ok = tokio::task::spawn_blocking(move || password::verify(&secret, &phc))
-                .await
-                .unwrap_or(false);
+            let ok = tokio::task::spawn_blocking(move || password::verify(&secret, &phc)).await.unwrap_or(false);
             if !ok || identity.is_none() {
                 return Err(AuthError::BadCredentials);
             }
-            self.verified
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(username.to_string(), digest);
+            self.verified.lock().unwrap_or_else(|p| p.into_inner()).insert(username.to_string(), digest);
         }
         let identity = identity.ok_or(AuthError::BadCredentials)?;
         if !identity.enabled {
@@ -198,15 +177,10 @@ impl Directory {
             )));
         }
         if !valid_device_id(&new.site) {
-            return Err(DirectoryError::Invalid(format!(
-                "site `{}` is not a valid site name",
-                new.site
-            )));
+            return Err(DirectoryError::Invalid(format!("site `{}` is not a valid site name", new.site)));
         }
         if !new.rules.is_empty() && new.role != Role::Service {
-            return Err(DirectoryError::Invalid(
-                "extra rules are only for service accounts".into(),
-            ));
+            return Err(DirectoryError::Invalid("extra rules are only for service accounts".into()));
         }
         validate_extra_rules(&new.site, &new.rules).map_err(DirectoryError::Invalid)?;
         if self.get(&new.username).is_some() {
@@ -214,9 +188,8 @@ impl Directory {
         }
         let secret = password::generate();
         let to_hash = secret.clone();
-        let phc = tokio::task::spawn_blocking(move || password::hash(&to_hash))
-            .await
-            .map_err(|_| StoreError::WorkerGone)?;
+        let phc =
+            tokio::task::spawn_blocking(move || password::hash(&to_hash)).await.map_err(|_| StoreError::WorkerGone)?;
         let identity = Identity {
             username: new.username,
             role: new.role,
@@ -246,48 +219,29 @@ impl Directory {
                 Ok(())
             })
             .await?;
-        self.identities
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(identity.username.clone(), identity.clone());
+        self.identities.write().unwrap_or_else(|p| p.into_inner()).insert(identity.username.clone(), identity.clone());
         tracing::info!(username = %identity.username, role = identity.role.as_str(), site = %identity.site, "identity created");
         Ok((identity, secret))
     }
 
     /// Replaces the secret; live sessions using the old one are disconnected.
     pub async fn rotate(&self, username: &str) -> Result<String, DirectoryError> {
-        self.get(username)
-            .ok_or_else(|| DirectoryError::NotFound(username.into()))?;
+        self.get(username).ok_or_else(|| DirectoryError::NotFound(username.into()))?;
         let secret = password::generate();
         let to_hash = secret.clone();
-        let phc = tokio::task::spawn_blocking(move || password::hash(&to_hash))
-            .await
-            .map_err(|_| StoreError::WorkerGone)?;
-        self.update(
-            username,
-            "UPDATE identities SET password_hash = ?2 WHERE username = ?1",
-            Some(phc.clone()),
-        )
-        .await?;
-        if let Some(identity) = self
-            .identities
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(username)
-        {
+        let phc =
+            tokio::task::spawn_blocking(move || password::hash(&to_hash)).await.map_err(|_| StoreError::WorkerGone)?;
+        self.update(username, "UPDATE identities SET password_hash = ?2 WHERE username = ?1", Some(phc.clone()))
+            .await?;
+        if let Some(identity) = self.identities.write().unwrap_or_else(|p| p.into_inner()).get_mut(username) {
             identity.password_hash = Some(phc);
         }
         self.revoke(username, "secret rotated").await;
         Ok(secret)
     }
 
-    pub async fn set_enabled(
-        &self,
-        username: &str,
-        enabled: bool,
-    ) -> Result<Identity, DirectoryError> {
-        self.get(username)
-            .ok_or_else(|| DirectoryError::NotFound(username.into()))?;
+    pub async fn set_enabled(&self, username: &str, enabled: bool) -> Result<Identity, DirectoryError> {
+        self.get(username).ok_or_else(|| DirectoryError::NotFound(username.into()))?;
         let sql = if enabled {
             "UPDATE identities SET enabled = 1 WHERE username = ?1 AND ?2 IS NULL"
         } else {
@@ -296,9 +250,7 @@ impl Directory {
         self.update(username, sql, None).await?;
         let identity = {
             let mut identities = self.identities.write().unwrap_or_else(|p| p.into_inner());
-            let identity = identities
-                .get_mut(username)
-                .ok_or_else(|| DirectoryError::NotFound(username.into()))?;
+            let identity = identities.get_mut(username).ok_or_else(|| DirectoryError::NotFound(username.into()))?;
             identity.enabled = enabled;
             identity.clone()
         };
@@ -309,28 +261,14 @@ impl Directory {
     }
 
     pub async fn delete(&self, username: &str) -> Result<(), DirectoryError> {
-        self.get(username)
-            .ok_or_else(|| DirectoryError::NotFound(username.into()))?;
-        self.update(
-            username,
-            "DELETE FROM identities WHERE username = ?1 AND ?2 IS NULL",
-            None,
-        )
-        .await?;
-        self.identities
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(username);
+        self.get(username).ok_or_else(|| DirectoryError::NotFound(username.into()))?;
+        self.update(username, "DELETE FROM identities WHERE username = ?1 AND ?2 IS NULL", None).await?;
+        self.identities.write().unwrap_or_else(|p| p.into_inner()).remove(username);
         self.revoke(username, "identity deleted").await;
         Ok(())
     }
 
-    async fn update(
-        &self,
-        username: &str,
-        sql: &'static str,
-        value: Option<String>,
-    ) -> Result<(), DirectoryError> {
+    async fn update(&self, username: &str, sql: &'static str, value: Option<String>) -> Result<(), DirectoryError> {
         let username = username.to_string();
         self.store
             .run(move |conn| {
@@ -342,17 +280,9 @@ impl Directory {
     }
 
     async fn revoke(&self, username: &str, reason: &'static str) {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(username);
+        self.verified.lock().unwrap_or_else(|p| p.into_inner()).remove(username);
         tracing::info!(%username, reason, "access revoked; disconnecting live sessions");
-        self.bus
-            .publish(Event::IdentityRevoked {
-                username: username.to_string(),
-                reason,
-            })
-            .await;
+        self.bus.publish(Event::IdentityRevoked { username: username.to_string(), reason }).await;
     }
 }
 
@@ -385,75 +315,33 @@ mod tests {
         let (directory, dir) = directory().await;
         let (identity, secret) = directory.create(service("ha")).await.unwrap();
         assert_eq!(identity.role, Role::Service);
-        assert!(matches!(
-            directory.create(service("ha")).await,
-            Err(DirectoryError::Exists(_))
-        ));
+        assert!(matches!(directory.create(service("ha")).await, Err(DirectoryError::Exists(_))));
 
         let auth = |user: Option<&'static str>, secret: Option<String>| {
             let directory = directory.clone();
-            async move {
-                directory
-                    .authenticate(user, secret.as_deref(), "client")
-                    .await
-                    .map(|a| a.identity.username)
-            }
+            async move { directory.authenticate(user, secret.as_deref(), "client").await.map(|a| a.identity.username) }
         };
-        assert_eq!(
-            auth(Some("ha"), Some(secret.clone())).await,
-            Ok("ha".to_string())
-        );
-        assert_eq!(
-            auth(Some("ha"), Some(secret.clone())).await,
-            Ok("ha".to_string()),
-            "cached path"
-        );
-        assert_eq!(
-            auth(Some("ha"), Some("wrong".into())).await,
-            Err(AuthError::BadCredentials)
-        );
-        assert_eq!(
-            auth(Some("nobody"), Some(secret.clone())).await,
-            Err(AuthError::BadCredentials)
-        );
+        assert_eq!(auth(Some("ha"), Some(secret.clone())).await, Ok("ha".to_string()));
+        assert_eq!(auth(Some("ha"), Some(secret.clone())).await, Ok("ha".to_string()), "cached path");
+        assert_eq!(auth(Some("ha"), Some("wrong".into())).await, Err(AuthError::BadCredentials));
+        assert_eq!(auth(Some("nobody"), Some(secret.clone())).await, Err(AuthError::BadCredentials));
         assert_eq!(auth(None, None).await, Err(AuthError::NoCredentials));
 
         let new_secret = directory.rotate("ha").await.unwrap();
-        assert_eq!(
-            auth(Some("ha"), Some(secret.clone())).await,
-            Err(AuthError::BadCredentials),
-            "old secret is dead"
-        );
-        assert_eq!(
-            auth(Some("ha"), Some(new_secret.clone())).await,
-            Ok("ha".to_string())
-        );
+        assert_eq!(auth(Some("ha"), Some(secret.clone())).await, Err(AuthError::BadCredentials), "old secret is dead");
+        assert_eq!(auth(Some("ha"), Some(new_secret.clone())).await, Ok("ha".to_string()));
 
         directory.set_enabled("ha", false).await.unwrap();
-        assert_eq!(
-            auth(Some("ha"), Some(new_secret.clone())).await,
-            Err(AuthError::Disabled)
-        );
+        assert_eq!(auth(Some("ha"), Some(new_secret.clone())).await, Err(AuthError::Disabled));
 
         // Persisted: a fresh directory on the same database sees the same state.
-        let reloaded =
-            Directory::load(Store::open(&dir.path().join("t.db")).unwrap(), Bus::new(16))
-                .await
-                .unwrap();
+        let reloaded = Directory::load(Store::open(&dir.path().join("t.db")).unwrap(), Bus::new(16)).await.unwrap();
         assert!(!reloaded.get("ha").unwrap().enabled);
-        assert!(reloaded
-            .get("ha")
-            .unwrap()
-            .password_hash
-            .unwrap()
-            .starts_with("$argon2id$"));
+        assert!(reloaded.get("ha").unwrap().password_hash.unwrap().starts_with("$argon2id$"));
 
         directory.delete("ha").await.unwrap();
         assert!(directory.get("ha").is_none());
-        assert!(matches!(
-            directory.delete("ha").await,
-            Err(DirectoryError::NotFound(_))
-        ));
+        assert!(matches!(directory.delete("ha").await, Err(DirectoryError::NotFound(_))));
     }
 
     #[tokio::test]
@@ -469,29 +357,14 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(directory
-            .authenticate(Some("d1"), Some(&secret), "d1")
-            .await
-            .is_ok());
+        assert!(directory.authenticate(Some("d1"), Some(&secret), "d1").await.is_ok());
         assert_eq!(
-            directory
-                .authenticate(Some("d1"), Some(&secret), "d2")
-                .await
-                .map(|_| ()),
+            directory.authenticate(Some("d1"), Some(&secret), "d2").await.map(|_| ()),
             Err(AuthError::ClientIdNotAllowed("d2".into()))
         );
-        let bad = NewIdentity {
-            rules: vec![Rule::new("devices/#", super::super::Access::Read)],
-            ..service("nr")
-        };
-        assert!(matches!(
-            directory.create(bad).await,
-            Err(DirectoryError::Invalid(_))
-        ));
-        assert!(matches!(
-            directory.create(service("Bad Name")).await,
-            Err(DirectoryError::Invalid(_))
-        ));
+        let bad = NewIdentity { rules: vec![Rule::new("devices/#", super::super::Access::Read)], ..service("nr") };
+        assert!(matches!(directory.create(bad).await, Err(DirectoryError::Invalid(_))));
+        assert!(matches!(directory.create(service("Bad Name")).await, Err(DirectoryError::Invalid(_))));
     }
 
     #[test]

@@ -112,9 +112,7 @@ impl Identity {
 /// as topic levels and client ids.
 pub fn valid_device_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Extra rules may not wildcard the site level of the gateway's namespaces, nor name another
@@ -127,22 +125,13 @@ pub fn validate_extra_rules(site: &str, rules: &[Rule]) -> Result<(), String> {
         let mut levels = rule.filter.split('/');
         let first = levels.next().unwrap_or_default();
         if first == "#" || first == "+" {
-            return Err(format!(
-                "`{}` would reach every site; start the filter with a topic prefix",
-                rule.filter
-            ));
+            return Err(format!("`{}` would reach every site; start the filter with a topic prefix", rule.filter));
         }
         if topics::SITE_SCOPED_ROOTS.contains(&first) && levels.next() != Some(site) {
-            return Err(format!(
-                "`{}` must stay inside site `{site}` ({first}/{site}/…)",
-                rule.filter
-            ));
+            return Err(format!("`{}` must stay inside site `{site}` ({first}/{site}/…)", rule.filter));
         }
         if first.starts_with('$') {
-            return Err(format!(
-                "`{}`: system topics cannot be granted",
-                rule.filter
-            ));
+            return Err(format!("`{}`: system topics cannot be granted", rule.filter));
         }
     }
     Ok(())
@@ -173,169 +162,25 @@ mod tests {
         let service = identity(Role::Service, "ha", vec![]).acl("ha-client");
         // (topic or filter, device pub, device sub, provisioning pub, provisioning sub, service pub, service sub)
         let matrix = [
-            (
-                "devices/home/d1/telemetry",
-                true,
-                false,
-                false,
-                false,
-                false,
-                true,
-            ),
-            (
-                "devices/home/d1/status",
-                true,
-                false,
-                false,
-                false,
-                false,
-                true,
-            ),
-            (
-                "devices/home/d1/alert",
-                true,
-                false,
-                false,
-                false,
-                false,
-                true,
-            ),
-            (
-                "devices/home/d1/command_response",
-                true,
-                false,
-                false,
-                false,
-                false,
-                false,
-            ),
-            (
-                "devices/home/d1/commands",
-                false,
-                true,
-                false,
-                false,
-                false,
-                false,
-            ),
-            (
-                "devices/home/d1/config",
-                false,
-                true,
-                false,
-                false,
-                false,
-                false,
-            ),
-            (
-                "devices/home/d2/telemetry",
-                false,
-                false,
-                false,
-                false,
-                false,
-                true,
-            ),
-            (
-                "devices/home/d2/commands",
-                false,
-                false,
-                false,
-                false,
-                false,
-                false,
-            ),
-            (
-                "devices/lab/d1/telemetry",
-                false,
-                false,
-                false,
-                false,
-                false,
-                false,
-            ),
-            (
-                "devices/home/+/telemetry",
-                false,
-                false,
-                false,
-                false,
-                false,
-                true,
-            ),
-            (
-                "devices/+/+/telemetry",
-                false,
-                false,
-                false,
-                false,
-                false,
-                false,
-            ),
-            (
-                "devices/home/d1/#",
-                false,
-                false,
-                false,
-                false,
-                false,
-                false,
-            ),
+            ("devices/home/d1/telemetry", true, false, false, false, false, true),
+            ("devices/home/d1/status", true, false, false, false, false, true),
+            ("devices/home/d1/alert", true, false, false, false, false, true),
+            ("devices/home/d1/command_response", true, false, false, false, false, false),
+            ("devices/home/d1/commands", false, true, false, false, false, false),
+            ("devices/home/d1/config", false, true, false, false, false, false),
+            ("devices/home/d2/telemetry", false, false, false, false, false, true),
+            ("devices/home/d2/commands", false, false, false, false, false, false),
+            ("devices/lab/d1/telemetry", false, false, false, false, false, false),
+            ("devices/home/+/telemetry", false, false, false, false, false, true),
+            ("devices/+/+/telemetry", false, false, false, false, false, false),
+            ("devices/home/d1/#", false, false, false, false, false, false),
             ("#", false, false, false, false, false, false),
-            (
-                "provisioning/home/newdev/register",
-                false,
-                false,
-                true,
-                false,
-                false,
-                false,
-            ),
-            (
-                "provisioning/home/newdev/reply",
-                false,
-                false,
-                false,
-                true,
-                false,
-                false,
-            ),
-            (
-                "provisioning/home/other/reply",
-                false,
-                false,
-                false,
-                false,
-                false,
-                false,
-            ),
-            (
-                "gatehouse/home/health",
-                false,
-                false,
-                false,
-                false,
-                false,
-                true,
-            ),
-            (
-                "homeassistant/sensor/x/config",
-                false,
-                false,
-                false,
-                false,
-                true,
-                true,
-            ),
-            (
-                "$SYS/broker/clients",
-                false,
-                false,
-                false,
-                false,
-                false,
-                false,
-            ),
+            ("provisioning/home/newdev/register", false, false, true, false, false, false),
+            ("provisioning/home/newdev/reply", false, false, false, true, false, false),
+            ("provisioning/home/other/reply", false, false, false, false, false, false),
+            ("gatehouse/home/health", false, false, false, false, false, true),
+            ("homeassistant/sensor/x/config", false, false, false, false, true, true),
+            ("$SYS/broker/clients", false, false, false, false, false, false),
         ];
         for (topic, dp, ds, pp, ps, sp, ss) in matrix {
             let is_filter = topic.contains(['+', '#']);
@@ -346,22 +191,10 @@ mod tests {
                     acl.can_subscribe(topic)
                 }
             };
-            assert_eq!(
-                check(&device, true),
-                dp && !is_filter,
-                "device publish {topic}"
-            );
+            assert_eq!(check(&device, true), dp && !is_filter, "device publish {topic}");
             assert_eq!(check(&device, false), ds, "device subscribe {topic}");
-            assert_eq!(
-                check(&provisioning, true),
-                pp,
-                "provisioning publish {topic}"
-            );
-            assert_eq!(
-                check(&provisioning, false),
-                ps,
-                "provisioning subscribe {topic}"
-            );
+            assert_eq!(check(&provisioning, true), pp, "provisioning publish {topic}");
+            assert_eq!(check(&provisioning, false), ps, "provisioning subscribe {topic}");
             assert_eq!(check(&service, true), sp, "service publish {topic}");
             assert_eq!(check(&service, false), ss, "service subscribe {topic}");
         }
@@ -378,8 +211,7 @@ mod tests {
 
     #[test]
     fn extra_rules_stay_inside_the_site() {
-        let ok =
-            |filter: &str| validate_extra_rules("home", &[Rule::new(filter, Access::ReadWrite)]);
+        let ok = |filter: &str| validate_extra_rules("home", &[Rule::new(filter, Access::ReadWrite)]);
         assert!(ok("devices/home/+/commands").is_ok());
         assert!(ok("lab/#").is_ok());
         assert!(ok("devices/#").is_err());
@@ -389,12 +221,8 @@ mod tests {
         assert!(ok("+/x").is_err());
         assert!(ok("$SYS/#").is_err());
         assert!(ok("a/#/b").is_err());
-        let extra = identity(
-            Role::Service,
-            "nodered",
-            vec![Rule::new("devices/home/+/commands", Access::Write)],
-        )
-        .acl("nr");
+        let extra =
+            identity(Role::Service, "nodered", vec![Rule::new("devices/home/+/commands", Access::Write)]).acl("nr");
         assert!(extra.can_publish("devices/home/d1/commands"));
     }
 }

@@ -17,9 +17,7 @@ pub fn hash(secret: &str) -> String {
 /// Constant-time check of `secret` against a PHC string. A malformed hash never verifies.
 pub fn verify(secret: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(secret.as_bytes(), &parsed)
-            .is_ok(),
+        Ok(parsed) => Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
 }

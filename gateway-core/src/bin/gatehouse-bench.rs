@@ -72,10 +72,7 @@ fn bench_decode(iterations: u64) {
 }
 
 fn bench_pipeline(readings: u64, tags: u64) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         let data = tempfile::tempdir().unwrap();
         let mut config = Config::default();
@@ -168,19 +165,13 @@ fn bench_pipeline(readings: u64, tags: u64) {
     });
 }
 
-async fn spawn_subscriber(
-    addr: std::net::SocketAddr,
-    delivered: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<()> {
+async fn spawn_subscriber(addr: std::net::SocketAddr, delivered: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let mut options = MqttOptions::new("bench-subscriber", addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(1024 * 1024, 1024 * 1024);
     let (client, mut eventloop) = AsyncClient::new(options, 100);
-    client
-        .subscribe("devices/bench/+/telemetry", QoS::AtMostOnce)
-        .await
-        .unwrap();
+    client.subscribe("devices/bench/+/telemetry", QoS::AtMostOnce).await.unwrap();
     let task = tokio::spawn(async move {
         let _client = client;
         while let Ok(event) = eventloop.poll().await {
@@ -196,11 +187,7 @@ async fn spawn_subscriber(
 fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
 }
 

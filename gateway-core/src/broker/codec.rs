@@ -120,10 +120,7 @@ mod tests {
             (&[], Ok(None)),
             (&v31, Err(SniffError::UnsupportedLevel(3))),
             (&[0x30, 0x02, 0, 0], Err(SniffError::NotConnect)),
-            (
-                &[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
-                Err(SniffError::NotConnect),
-            ),
+            (&[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], Err(SniffError::NotConnect)),
         ];
         for (input, expected) in cases {
             assert_eq!(Codec::sniff(input), expected, "{}", hex::encode(input));

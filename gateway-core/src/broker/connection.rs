@@ -14,9 +14,8 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
-    self, ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, PubAck,
-    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck,
-    SubscribeReasonCode,
+    self, ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, PubAck, PubAckReason,
+    PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck, SubscribeReasonCode,
 };
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -112,21 +111,16 @@ pub(super) async fn serve<S>(
     let mut write_buf = BytesMut::with_capacity(4 * 1024);
 
     let connect_timeout = ctx.config.connect_timeout;
-    let (codec, connect_packet) = match tokio::time::timeout(
-        connect_timeout,
-        read_connect(&mut reader, &mut read_buf, &ctx),
-    )
-    .await
-    {
-        Ok(Some(connect)) => connect,
-        Ok(None) => return,
-        Err(_) => {
-            tracing::debug!(%peer, timeout = ?connect_timeout, "no CONNECT in time; closing");
-            return;
-        }
-    };
-    let Packet::Connect(connect, _properties, will, _will_properties, login) = connect_packet
-    else {
+    let (codec, connect_packet) =
+        match tokio::time::timeout(connect_timeout, read_connect(&mut reader, &mut read_buf, &ctx)).await {
+            Ok(Some(connect)) => connect,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(%peer, timeout = ?connect_timeout, "no CONNECT in time; closing");
+                return;
+            }
+        };
+    let Packet::Connect(connect, _properties, will, _will_properties, login) = connect_packet else {
         unreachable!("read_connect returns CONNECT packets only")
     };
     let refuse = |refusal: Refusal| {
@@ -138,13 +132,7 @@ pub(super) async fn serve<S>(
         Ok(id) => id,
         Err(()) => {
             tracing::info!(%peer, client_id = %connect.client_id, "MQTT connection refused: invalid client id");
-            let _ = write_packet(
-                &mut writer,
-                &mut write_buf,
-                codec,
-                refuse(Refusal::BadClientId),
-            )
-            .await;
+            let _ = write_packet(&mut writer, &mut write_buf, codec, refuse(Refusal::BadClientId)).await;
             return;
         }
     };
@@ -154,27 +142,15 @@ pub(super) async fn serve<S>(
         return;
     }
     let username = login.as_ref().map(|l| l.username.clone());
-    let authenticated = ctx
-        .directory
-        .authenticate(
-            username.as_deref(),
-            login.as_ref().map(|l| l.password.as_str()),
-            &client_id,
-        )
-        .await;
+    let authenticated =
+        ctx.directory.authenticate(username.as_deref(), login.as_ref().map(|l| l.password.as_str()), &client_id).await;
     let auth = match authenticated {
         Ok(auth) => auth,
         Err(reason) => {
             ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
             // Never log the password; the username is useful to spot misconfigured devices.
             tracing::info!(%peer, %client_id, username = username.as_deref().unwrap_or(""), %reason, "MQTT connection refused: not authorized");
-            let _ = write_packet(
-                &mut writer,
-                &mut write_buf,
-                codec,
-                refuse(Refusal::NotAuthorized),
-            )
-            .await;
+            let _ = write_packet(&mut writer, &mut write_buf, codec, refuse(Refusal::NotAuthorized)).await;
             return;
         }
     };
@@ -182,13 +158,7 @@ pub(super) async fn serve<S>(
         let will_topic = String::from_utf8_lossy(&will.topic);
         if !auth.acl.can_publish(&will_topic) {
             tracing::info!(%peer, %client_id, topic = %will_topic, "MQTT connection refused: will topic not allowed");
-            let _ = write_packet(
-                &mut writer,
-                &mut write_buf,
-                codec,
-                refuse(Refusal::NotAuthorized),
-            )
-            .await;
+            let _ = write_packet(&mut writer, &mut write_buf, codec, refuse(Refusal::NotAuthorized)).await;
             return;
         }
     }
@@ -201,21 +171,12 @@ pub(super) async fn serve<S>(
         Ok(Ok(link)) => link,
         other => {
             tracing::warn!(%peer, %client_id, error = ?other.err(), "router refused the connection (connection limit reached?)");
-            let _ = write_packet(
-                &mut writer,
-                &mut write_buf,
-                codec,
-                refuse(Refusal::Unavailable),
-            )
-            .await;
+            let _ = write_packet(&mut writer, &mut write_buf, codec, refuse(Refusal::Unavailable)).await;
             return;
         }
     };
     if let Some(packet) = Option::<Packet>::from(router_connack) {
-        if write_packet(&mut writer, &mut write_buf, codec, packet)
-            .await
-            .is_err()
-        {
+        if write_packet(&mut writer, &mut write_buf, codec, packet).await.is_err() {
             let _ = link_tx.send(disconnect_packet()).await;
             return;
         }
@@ -239,8 +200,7 @@ pub(super) async fn serve<S>(
     tracing::info!(%client_id, %peer, transport, username = %auth.identity.username, role = auth.identity.role.as_str(), keep_alive = connect.keep_alive, "MQTT client connected");
     ctx.bus.publish(Event::ClientConnected(info.clone())).await;
 
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_secs(u64::from(connect.keep_alive)).mul_f32(1.5));
+    let keep_alive = (connect.keep_alive > 0).then(|| Duration::from_secs(u64::from(connect.keep_alive)).mul_f32(1.5));
     let now = Instant::now().into_std();
     let limits = &ctx.config;
     let mut pump = Session {
@@ -276,21 +236,12 @@ pub(super) async fn serve<S>(
         }
     }
     drop(session);
-    if ctx
-        .flaps
-        .record_disconnect(&client_id, Instant::now().into_std())
-    {
+    if ctx.flaps.record_disconnect(&client_id, Instant::now().into_std()) {
         ctx.stats.flap_bans.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%client_id, "client id banned for reconnecting too often");
     }
     tracing::info!(%client_id, %peer, reason = %end, "MQTT client disconnected");
-    ctx.bus
-        .publish(Event::ClientDisconnected {
-            client: info,
-            reason: end.to_string(),
-            at: now_ms(),
-        })
-        .await;
+    ctx.bus.publish(Event::ClientDisconnected { client: info, reason: end.to_string(), at: now_ms() }).await;
 }
 
 async fn read_connect<R: AsyncRead + Unpin>(
@@ -427,31 +378,23 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
         let mut packets = Vec::new();
         let mut end = None;
         while self.throttled_until.is_none() {
-            match self
-                .codec
-                .read(&mut self.read_buf, self.ctx.config.max_packet_size)
-            {
+            match self.codec.read(&mut self.read_buf, self.ctx.config.max_packet_size) {
                 Ok(Frame::Incomplete) => break,
                 Ok(Frame::Packet(Packet::Connect(..))) => {
                     end = Some(End::Protocol(protocol::Error::InvalidProtocol));
                     break;
                 }
-                Ok(Frame::Packet(Packet::Publish(publish, properties))) => {
-                    match self.check_publish(&publish) {
-                        Ok(()) => packets.push(Packet::Publish(publish, properties)),
-                        Err(Some(stop)) => {
-                            end = Some(stop);
-                            break;
-                        }
-                        Err(None) => {}
+                Ok(Frame::Packet(Packet::Publish(publish, properties))) => match self.check_publish(&publish) {
+                    Ok(()) => packets.push(Packet::Publish(publish, properties)),
+                    Err(Some(stop)) => {
+                        end = Some(stop);
+                        break;
                     }
-                }
+                    Err(None) => {}
+                },
                 Ok(Frame::Packet(Packet::Subscribe(mut subscribe, properties))) => {
-                    let allowed: Vec<bool> = subscribe
-                        .filters
-                        .iter()
-                        .map(|f| self.acl.can_subscribe(&f.path))
-                        .collect();
+                    let allowed: Vec<bool> =
+                        subscribe.filters.iter().map(|f| self.acl.can_subscribe(&f.path)).collect();
                     let refused = allowed.iter().filter(|a| !**a).count();
                     if refused > 0 {
                         self.count_denial();
@@ -466,13 +409,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     }
                     if refused == allowed.len() {
                         let return_codes = vec![self.refused_subscription(); allowed.len()];
-                        self.replies.push(Packet::SubAck(
-                            SubAck {
-                                pkid: subscribe.pkid,
-                                return_codes,
-                            },
-                            None,
-                        ));
+                        self.replies.push(Packet::SubAck(SubAck { pkid: subscribe.pkid, return_codes }, None));
                     } else {
                         if refused > 0 {
                             let mut keep = allowed.iter();
@@ -482,16 +419,9 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                         packets.push(Packet::Subscribe(subscribe, properties));
                     }
                 }
-                Ok(Frame::Packet(Packet::PubRel(pubrel, _)))
-                    if self.denied_qos2.remove(&pubrel.pkid) =>
-                {
-                    self.replies.push(Packet::PubComp(
-                        PubComp {
-                            pkid: pubrel.pkid,
-                            reason: PubCompReason::Success,
-                        },
-                        None,
-                    ));
+                Ok(Frame::Packet(Packet::PubRel(pubrel, _))) if self.denied_qos2.remove(&pubrel.pkid) => {
+                    self.replies
+                        .push(Packet::PubComp(PubComp { pkid: pubrel.pkid, reason: PubCompReason::Success }, None));
                 }
                 Ok(Frame::Packet(packet)) => {
                     let disconnect = matches!(packet, Packet::Disconnect(..));
@@ -521,37 +451,19 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
     /// `Ok` to forward; `Err(None)` refused and answered; `Err(Some(end))` ends the session.
     fn check_publish(&mut self, publish: &Publish) -> Result<(), Option<End>> {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
-            self.ctx
-                .stats
-                .malformed_packets
-                .fetch_add(1, Ordering::Relaxed);
+            self.ctx.stats.malformed_packets.fetch_add(1, Ordering::Relaxed);
             return Err(Some(End::Protocol(protocol::Error::TopicNotUtf8)));
         };
         if !self.acl.can_publish(topic) {
             self.count_denial();
-            self.ctx
-                .stats
-                .publishes_denied
-                .fetch_add(1, Ordering::Relaxed);
+            self.ctx.stats.publishes_denied.fetch_add(1, Ordering::Relaxed);
             tracing::info!(client_id = %self.link_id(), topic, "publish refused by ACL");
             let (qos, pkid) = qos_and_pkid(publish);
             match qos {
-                1 => self.replies.push(Packet::PubAck(
-                    PubAck {
-                        pkid,
-                        reason: PubAckReason::NotAuthorized,
-                    },
-                    None,
-                )),
+                1 => self.replies.push(Packet::PubAck(PubAck { pkid, reason: PubAckReason::NotAuthorized }, None)),
                 2 => {
                     self.denied_qos2.insert(pkid);
-                    self.replies.push(Packet::PubRec(
-                        PubRec {
-                            pkid,
-                            reason: PubRecReason::NotAuthorized,
-                        },
-                        None,
-                    ));
+                    self.replies.push(Packet::PubRec(PubRec { pkid, reason: PubRecReason::NotAuthorized }, None));
                 }
                 _ => {}
             }
@@ -565,14 +477,9 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
         let size = publish.topic.len() + publish.payload.len();
         self.ctx.stats.publishes_in.fetch_add(1, Ordering::Relaxed);
         self.client.publishes_in.fetch_add(1, Ordering::Relaxed);
-        self.client
-            .bytes_in
-            .fetch_add(size as u64, Ordering::Relaxed);
+        self.client.bytes_in.fetch_add(size as u64, Ordering::Relaxed);
         let now = Instant::now();
-        let pause = self
-            .messages
-            .take(1.0, now.into_std())
-            .max(self.bytes.take(size as f64, now.into_std()));
+        let pause = self.messages.take(1.0, now.into_std()).max(self.bytes.take(size as f64, now.into_std()));
         if !pause.is_zero() {
             self.throttled_until = Some(now + pause);
             self.client.throttled.fetch_add(1, Ordering::Relaxed);
@@ -619,10 +526,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
 
     /// Writes `first` and every further notification the router has already queued for this
     /// client in one socket write (one syscall per burst, not per message).
-    async fn forward_outgoing(
-        &mut self,
-        first: Result<Option<Notification>, LinkError>,
-    ) -> Option<End> {
+    async fn forward_outgoing(&mut self, first: Result<Option<Notification>, LinkError>) -> Option<End> {
         const MAX_BURST_BYTES: usize = 64 * 1024;
         self.write_buf.clear();
         let mut next = Some(first);
@@ -682,23 +586,9 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
         };
         let refused = self.refused_subscription();
         let mut granted = suback.return_codes.into_iter();
-        let return_codes = allowed
-            .iter()
-            .map(|&ok| {
-                if ok {
-                    granted.next().unwrap_or(refused)
-                } else {
-                    refused
-                }
-            })
-            .collect();
-        Packet::SubAck(
-            SubAck {
-                pkid: suback.pkid,
-                return_codes,
-            },
-            properties,
-        )
+        let return_codes =
+            allowed.iter().map(|&ok| if ok { granted.next().unwrap_or(refused) } else { refused }).collect();
+        Packet::SubAck(SubAck { pkid: suback.pkid, return_codes }, properties)
     }
 }
 
@@ -706,11 +596,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
 fn qos_and_pkid(publish: &Publish) -> (u8, u16) {
     let wire = publish.serialize();
     let qos = (wire[0] >> 1) & 0b11;
-    let pkid = if wire.len() >= 3 {
-        u16::from_be_bytes([wire[1], wire[2]])
-    } else {
-        0
-    };
+    let pkid = if wire.len() >= 3 { u16::from_be_bytes([wire[1], wire[2]]) } else { 0 };
     (qos, pkid)
 }
 
@@ -729,30 +615,17 @@ async fn write_packet<W: AsyncWrite + Unpin>(
     packet: Packet,
 ) -> std::io::Result<()> {
     buf.clear();
-    codec
-        .write(packet, buf)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    codec.write(packet, buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     writer.write_all(buf).await?;
     writer.flush().await
 }
 
 fn connack(code: ConnectReturnCode) -> Packet {
-    Packet::ConnAck(
-        ConnAck {
-            session_present: false,
-            code,
-        },
-        None,
-    )
+    Packet::ConnAck(ConnAck { session_present: false, code }, None)
 }
 
 fn disconnect_packet() -> Packet {
-    Packet::Disconnect(
-        Disconnect {
-            reason_code: DisconnectReasonCode::NormalDisconnection,
-        },
-        None,
-    )
+    Packet::Disconnect(Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection }, None)
 }
 
 async fn publish_will(link_tx: &mut LinkTx, will: LastWill) {
@@ -765,17 +638,10 @@ async fn publish_will(link_tx: &mut LinkTx, will: LastWill) {
 /// ids the router cannot represent or that impersonate the gateway are refused.
 fn client_id_for(requested: &str, clean_session: bool) -> Result<String, ()> {
     if requested.is_empty() {
-        return if clean_session {
-            Ok(format!("auto-{:016x}", rand::random::<u64>()))
-        } else {
-            Err(())
-        };
+        return if clean_session { Ok(format!("auto-{:016x}", rand::random::<u64>())) } else { Err(()) };
     }
     let forbidden = |c: char| matches!(c, '+' | '#' | '/' | '$') || c.is_control();
-    if requested.len() > 256
-        || requested.chars().any(forbidden)
-        || requested.starts_with(RESERVED_CLIENT_PREFIX)
-    {
+    if requested.len() > 256 || requested.chars().any(forbidden) || requested.starts_with(RESERVED_CLIENT_PREFIX) {
         return Err(());
     }
     Ok(requested.to_string())
@@ -811,9 +677,7 @@ mod tests {
         let mut buf = BytesMut::new();
         // PUBLISH, QoS 1, topic "a", packet id 0x1234, payload "x".
         buf.extend_from_slice(&[0x32, 0x06, 0x00, 0x01, b'a', 0x12, 0x34, b'x']);
-        let Ok(Frame::Packet(Packet::Publish(publish, _))) = Codec::V4.read(&mut buf, 1024) else {
-            panic!()
-        };
+        let Ok(Frame::Packet(Packet::Publish(publish, _))) = Codec::V4.read(&mut buf, 1024) else { panic!() };
         assert_eq!(qos_and_pkid(&publish), (1, 0x1234));
         assert_eq!(qos_and_pkid(&Publish::new("a", "x", false)), (0, 0));
     }

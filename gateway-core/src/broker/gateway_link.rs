@@ -26,9 +26,7 @@ pub async fn run_gateway_link(
     health_interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let (mut tx, rx) = match tokio::task::spawn_blocking(move || links(GATEWAY_CLIENT_ID, true))
-        .await
-    {
+    let (mut tx, rx) = match tokio::task::spawn_blocking(move || links(GATEWAY_CLIENT_ID, true)).await {
         Ok(Ok((tx, rx, _))) => (tx, rx),
         other => {
             tracing::error!(error = ?other.err(), "cannot attach the gateway to its own broker; no MQTT output");
@@ -70,54 +68,29 @@ pub async fn run_gateway_link(
         match event {
             Some(Event::Reading(reading)) => {
                 let mut payload = Vec::with_capacity(768);
-                let payload = match serde_json::to_writer(&mut payload, &*reading).map(|()| payload)
-                {
+                let payload = match serde_json::to_writer(&mut payload, &*reading).map(|()| payload) {
                     Ok(payload) => payload,
                     Err(error) => {
                         tracing::error!(%error, device = %reading.device_id, "cannot serialize a reading");
                         continue;
                     }
                 };
-                if tx
-                    .publish(topics::telemetry(&site, &reading.device_id), payload)
-                    .is_err()
-                {
+                if tx.publish(topics::telemetry(&site, &reading.device_id), payload).is_err() {
                     break;
                 }
             }
             Some(Event::Availability(availability)) => {
-                let state = if availability.online {
-                    topics::ONLINE
-                } else {
-                    topics::OFFLINE
-                };
-                publish_retained(
-                    &mut tx,
-                    topics::device_status(&site, &availability.device_id),
-                    state,
-                )
-                .await;
+                let state = if availability.online { topics::ONLINE } else { topics::OFFLINE };
+                publish_retained(&mut tx, topics::device_status(&site, &availability.device_id), state).await;
             }
             // LAN devices: the broker knows exactly when they connect and disconnect.
             Some(Event::ClientConnected(client)) if client.role.as_deref() == Some("device") => {
                 let device_site = client.site.as_deref().unwrap_or(&site);
-                publish_retained(
-                    &mut tx,
-                    topics::device_status(device_site, &client.client_id),
-                    topics::ONLINE,
-                )
-                .await;
+                publish_retained(&mut tx, topics::device_status(device_site, &client.client_id), topics::ONLINE).await;
             }
-            Some(Event::ClientDisconnected { client, .. })
-                if client.role.as_deref() == Some("device") =>
-            {
+            Some(Event::ClientDisconnected { client, .. }) if client.role.as_deref() == Some("device") => {
                 let device_site = client.site.as_deref().unwrap_or(&site);
-                publish_retained(
-                    &mut tx,
-                    topics::device_status(device_site, &client.client_id),
-                    topics::OFFLINE,
-                )
-                .await;
+                publish_retained(&mut tx, topics::device_status(device_site, &client.client_id), topics::OFFLINE).await;
             }
             Some(_) => {}
             None => break,
@@ -128,11 +101,7 @@ pub async fn run_gateway_link(
 }
 
 async fn publish_retained(tx: &mut LinkTx, topic: String, payload: &str) {
-    let publish = Publish::new(
-        Bytes::from(topic),
-        Bytes::copy_from_slice(payload.as_bytes()),
-        true,
-    );
+    let publish = Publish::new(Bytes::from(topic), Bytes::copy_from_slice(payload.as_bytes()), true);
     let _ = tx.send(Packet::Publish(publish, None)).await;
 }
 

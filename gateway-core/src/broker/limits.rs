@@ -18,12 +18,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(rate: f64, burst: f64, now: Instant) -> TokenBucket {
-        TokenBucket {
-            rate,
-            burst,
-            tokens: burst,
-            updated: now,
-        }
+        TokenBucket { rate, burst, tokens: burst, updated: now }
     }
 
     /// Takes `amount` tokens (the balance may go negative) and returns how long the caller must
@@ -64,10 +59,7 @@ impl AddressGuard {
             return None;
         }
         *count += 1;
-        Some(AddressPermit {
-            guard: self.clone(),
-            address,
-        })
+        Some(AddressPermit { guard: self.clone(), address })
     }
 }
 
@@ -106,10 +98,7 @@ struct FlapState {
 
 impl FlapTracker {
     pub fn new(policy: FlapPolicy) -> FlapTracker {
-        FlapTracker {
-            policy,
-            state: Arc::default(),
-        }
+        FlapTracker { policy, state: Arc::default() }
     }
 
     /// Remaining ban time for `client_id`, if banned.
@@ -134,25 +123,19 @@ impl FlapTracker {
         let window = self.policy.window;
         let times = state.disconnects.entry(client_id.to_string()).or_default();
         times.push_back(now);
-        while times
-            .front()
-            .is_some_and(|&t| now.saturating_duration_since(t) > window)
-        {
+        while times.front().is_some_and(|&t| now.saturating_duration_since(t) > window) {
             times.pop_front();
         }
         if times.len() > self.policy.max_disconnects {
             times.clear();
-            state
-                .banned_until
-                .insert(client_id.to_string(), now + self.policy.ban);
+            state.banned_until.insert(client_id.to_string(), now + self.policy.ban);
             return true;
         }
         // Keep memory bounded by the number of recently flapping ids.
         if state.disconnects.len() > 10_000 {
-            state.disconnects.retain(|_, t| {
-                t.back()
-                    .is_some_and(|&last| now.saturating_duration_since(last) <= window)
-            });
+            state
+                .disconnects
+                .retain(|_, t| t.back().is_some_and(|&last| now.saturating_duration_since(last) <= window));
         }
         false
     }
@@ -173,21 +156,14 @@ mod tests {
         assert_eq!(bucket.take(1.0, t0), Duration::from_millis(100));
         assert_eq!(bucket.take(1.0, t0), Duration::from_millis(200));
         // After 300 ms the debt is paid and one token is back.
-        assert_eq!(
-            bucket.take(1.0, t0 + Duration::from_millis(300)),
-            Duration::ZERO
-        );
+        assert_eq!(bucket.take(1.0, t0 + Duration::from_millis(300)), Duration::ZERO);
         // Refill never exceeds the burst.
         let mut idle = TokenBucket::new(10.0, 5.0, t0);
         for _ in 0..5 {
             idle.take(1.0, t0 + Duration::from_secs(60));
         }
         assert!(idle.take(1.0, t0 + Duration::from_secs(60)) > Duration::ZERO);
-        assert_eq!(
-            TokenBucket::new(0.0, 0.0, t0).take(1e9, t0),
-            Duration::ZERO,
-            "0 = unlimited"
-        );
+        assert_eq!(TokenBucket::new(0.0, 0.0, t0).take(1e9, t0), Duration::ZERO, "0 = unlimited");
     }
 
     #[test]
@@ -217,10 +193,7 @@ mod tests {
         assert!(tracker.record_disconnect("c", t0 + Duration::from_secs(3)));
         assert!(tracker.banned("c", t0 + Duration::from_secs(10)).is_some());
         assert!(tracker.banned("other", t0).is_none());
-        assert!(
-            tracker.banned("c", t0 + Duration::from_secs(400)).is_none(),
-            "ban expires"
-        );
+        assert!(tracker.banned("c", t0 + Duration::from_secs(400)).is_none(), "ban expires");
         // Disconnects spread beyond the window never ban.
         for i in 0..10 {
             assert!(!tracker.record_disconnect("slow", t0 + Duration::from_secs(i * 61)));

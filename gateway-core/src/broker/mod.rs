@@ -36,8 +36,7 @@ use crate::config::MqttConfig;
 use limits::{AddressGuard, FlapTracker};
 
 /// Creates a router link for a client id; `clean_session` as in CONNECT.
-pub type LinkFactory =
-    Arc<dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkError> + Send + Sync>;
+pub type LinkFactory = Arc<dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkError> + Send + Sync>;
 
 #[derive(Debug, Default)]
 pub struct BrokerStats {
@@ -159,9 +158,7 @@ pub async fn start(
     };
     let router_tx = Router::new(0, router_config).spawn();
     let links: LinkFactory = Arc::new(move |client_id: &str, clean_session: bool| {
-        rumqttd::local::LinkBuilder::new(client_id, router_tx.clone())
-            .clean_session(clean_session)
-            .build()
+        rumqttd::local::LinkBuilder::new(client_id, router_tx.clone()).clean_session(clean_session).build()
     });
 
     let tls_dir = data_dir.join("tls");
@@ -197,18 +194,11 @@ pub async fn start(
         anyhow::Ok((listener, local))
     };
     let (tcp, tcp_addr) = bind(config.listen, "MQTT").await?;
-    let mut addrs = ListenerAddrs {
-        tcp: tcp_addr,
-        tls: None,
-        ws: None,
-        wss: None,
-    };
+    let mut addrs = ListenerAddrs { tcp: tcp_addr, tls: None, ws: None, wss: None };
     let mut listeners = vec![(tcp, Transport::Tcp)];
-    for (addr, transport) in [
-        (config.tls_listen, Transport::Tls),
-        (config.ws_listen, Transport::Ws),
-        (config.wss_listen, Transport::Wss),
-    ] {
+    for (addr, transport) in
+        [(config.tls_listen, Transport::Tls), (config.ws_listen, Transport::Ws), (config.wss_listen, Transport::Wss)]
+    {
         if let Some(addr) = addr {
             let (listener, local) = bind(addr, transport.name()).await?;
             match transport {
@@ -257,13 +247,7 @@ pub async fn start(
         }
     });
 
-    Ok(Broker {
-        addrs,
-        links,
-        stats,
-        sessions,
-        ca_pem: material.ca_pem,
-    })
+    Ok(Broker { addrs, links, stats, sessions, ca_pem: material.ca_pem })
 }
 
 async fn accept_loop(
@@ -289,16 +273,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        context
-            .stats
-            .connections_accepted
-            .fetch_add(1, Ordering::Relaxed);
-        let Some(permit) = guard.admit(peer.ip(), context.config.max_connections_per_address)
-        else {
-            context
-                .stats
-                .address_limit_refused
-                .fetch_add(1, Ordering::Relaxed);
+        context.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let Some(permit) = guard.admit(peer.ip(), context.config.max_connections_per_address) else {
+            context.stats.address_limit_refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, limit = context.config.max_connections_per_address, "too many connections from one address; refused");
             continue;
         };
@@ -327,10 +304,7 @@ async fn serve_transport(
     let timeout = context.config.connect_timeout;
     let name = transport.name();
     let failed = |what: &str, error: String| {
-        context
-            .stats
-            .handshake_failures
-            .fetch_add(1, Ordering::Relaxed);
+        context.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, transport = name, %error, "{what} failed");
     };
     match transport {
@@ -379,10 +353,7 @@ where
             .flat_map(|v| v.split(','))
             .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
         if offers_mqtt {
-            response.headers_mut().insert(
-                "sec-websocket-protocol",
-                "mqtt".parse().expect("static header"),
-            );
+            response.headers_mut().insert("sec-websocket-protocol", "mqtt".parse().expect("static header"));
         }
         Ok(response)
     };

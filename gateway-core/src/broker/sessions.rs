@@ -71,17 +71,9 @@ pub struct SessionHandle {
 
 impl Drop for SessionHandle {
     fn drop(&mut self) {
-        let mut state = self
-            .sessions
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut state = self.sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
         // A newer session with the same client id (takeover) must stay registered.
-        if state
-            .by_client
-            .get(&self.client_id)
-            .is_some_and(|e| e.serial == self.serial)
-        {
+        if state.by_client.get(&self.client_id).is_some_and(|e| e.serial == self.serial) {
             state.by_client.remove(&self.client_id);
         }
     }
@@ -97,32 +89,16 @@ impl Sessions {
         let client_id = info.client_id.clone();
         state.by_client.insert(
             client_id.clone(),
-            Entry {
-                info,
-                stats: stats.clone(),
-                kill: kill.clone(),
-                serial,
-                router_connection,
-            },
+            Entry { info, stats: stats.clone(), kill: kill.clone(), serial, router_connection },
         );
-        SessionHandle {
-            sessions: self.clone(),
-            client_id,
-            serial,
-            stats,
-            kill,
-        }
+        SessionHandle { sessions: self.clone(), client_id, serial, stats, kill }
     }
 
     /// Ends every session authenticated as `username`; returns how many.
     pub fn kill_user(&self, username: &str) -> usize {
         let state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut killed = 0;
-        for entry in state
-            .by_client
-            .values()
-            .filter(|e| e.info.username.as_deref() == Some(username))
-        {
+        for entry in state.by_client.values().filter(|e| e.info.username.as_deref() == Some(username)) {
             entry.kill.cancel();
             killed += 1;
         }
@@ -132,21 +108,13 @@ impl Sessions {
     /// Counts messages the router skipped for the client on `router_connection`.
     pub fn count_router_drop(&self, router_connection: usize, lost: u64) {
         let state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = state
-            .by_client
-            .values()
-            .find(|e| e.router_connection == router_connection)
-        {
+        if let Some(entry) = state.by_client.values().find(|e| e.router_connection == router_connection) {
             entry.stats.dropped.fetch_add(lost, Ordering::Relaxed);
         }
     }
 
     pub fn count(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_client
-            .len()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_client.len()
     }
 
     pub fn list(&self) -> Vec<ClientView> {
@@ -200,24 +168,12 @@ mod tests {
         let new = sessions.register(info("c1", "u"), 2);
         let other = sessions.register(info("c2", "v"), 3);
         drop(old);
-        assert_eq!(
-            sessions.count(),
-            2,
-            "the old session's exit keeps the new registration"
-        );
+        assert_eq!(sessions.count(), 2, "the old session's exit keeps the new registration");
         assert_eq!(sessions.kill_user("u"), 1);
         assert!(new.kill.is_cancelled());
         assert!(!other.kill.is_cancelled());
         sessions.count_router_drop(3, 5);
-        assert_eq!(
-            sessions
-                .list()
-                .iter()
-                .find(|v| v.info.client_id == "c2")
-                .unwrap()
-                .dropped,
-            5
-        );
+        assert_eq!(sessions.list().iter().find(|v| v.info.client_id == "c2").unwrap().dropped, 5);
         drop(new);
         drop(other);
         assert_eq!(sessions.count(), 0);

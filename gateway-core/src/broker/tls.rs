@@ -8,10 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -24,10 +21,7 @@ const RENEW_BEFORE_DAYS: i64 = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("TLS files in {dir}: {source}")]
-    Io {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    Io { dir: PathBuf, source: std::io::Error },
     #[error("generating certificates: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS configuration: {0}")]
@@ -50,10 +44,7 @@ struct ServerMeta {
 
 /// Loads or creates the CA and the server certificate in `dir`.
 pub fn ensure(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, TlsError> {
-    let io = |source| TlsError::Io {
-        dir: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| TlsError::Io { dir: dir.to_path_buf(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
     restrict_permissions(dir, 0o700).map_err(io)?;
 
@@ -61,10 +52,8 @@ pub fn ensure(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, TlsErro
     let ca_cert_path = dir.join("ca.crt");
     let (ca_key, ca_pem) = if ca_key_path.exists() && ca_cert_path.exists() {
         let key_pem = std::fs::read_to_string(&ca_key_path).map_err(io)?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Pem {
-            file: ca_key_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| TlsError::Pem { file: ca_key_path.clone(), reason: e.to_string() })?;
         (key, std::fs::read_to_string(&ca_cert_path).map_err(io)?)
     } else {
         let key = KeyPair::generate()?;
@@ -82,12 +71,9 @@ pub fn ensure(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, TlsErro
     let server_key_path = dir.join("server.key");
     let server_cert_path = dir.join("server.crt");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let current: Option<ServerMeta> = std::fs::read_to_string(&meta_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let fresh = current
-        .as_ref()
-        .is_some_and(|m| m.names == names && m.not_after - now > RENEW_BEFORE_DAYS * 86_400)
+    let current: Option<ServerMeta> =
+        std::fs::read_to_string(&meta_path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let fresh = current.as_ref().is_some_and(|m| m.names == names && m.not_after - now > RENEW_BEFORE_DAYS * 86_400)
         && server_key_path.exists()
         && server_cert_path.exists();
     if !fresh {
@@ -99,50 +85,32 @@ pub fn ensure(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, TlsErro
         params.distinguished_name = dn;
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(SERVER_DAYS);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &issuer)?;
         write_private(&server_key_path, &key.serialize_pem()).map_err(io)?;
         std::fs::write(&server_cert_path, cert.pem()).map_err(io)?;
-        let meta = ServerMeta {
-            names: names.clone(),
-            not_after: params.not_after.unix_timestamp(),
-        };
-        std::fs::write(
-            &meta_path,
-            serde_json::to_string_pretty(&meta).unwrap_or_default(),
-        )
-        .map_err(io)?;
+        let meta = ServerMeta { names: names.clone(), not_after: params.not_after.unix_timestamp() };
+        std::fs::write(&meta_path, serde_json::to_string_pretty(&meta).unwrap_or_default()).map_err(io)?;
         tracing::info!(?names, "issued the broker's server certificate");
     }
 
     let mut chain: Vec<CertificateDer<'static>> = Vec::new();
     for file in [&server_cert_path, &ca_cert_path] {
-        let cert = CertificateDer::from_pem_file(file).map_err(|e| TlsError::Pem {
-            file: file.clone(),
-            reason: e.to_string(),
-        })?;
+        let cert = CertificateDer::from_pem_file(file)
+            .map_err(|e| TlsError::Pem { file: file.clone(), reason: e.to_string() })?;
         chain.push(cert);
     }
-    let key = PrivateKeyDer::from_pem_file(&server_key_path).map_err(|e| TlsError::Pem {
-        file: server_key_path.clone(),
-        reason: e.to_string(),
-    })?;
+    let key = PrivateKeyDer::from_pem_file(&server_key_path)
+        .map_err(|e| TlsError::Pem { file: server_key_path.clone(), reason: e.to_string() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // TLS 1.2 and 1.3 only: rustls implements nothing older.
     let server_config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    Ok(TlsMaterial {
-        ca_pem,
-        server_config: Arc::new(server_config),
-        server_names: names,
-    })
+    Ok(TlsMaterial { ca_pem, server_config: Arc::new(server_config), server_names: names })
 }
 
 /// The CA's parameters; rebuilt identically on every start so it can sign with the stored key.
@@ -153,11 +121,7 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     dn.push(DnType::OrganizationName, "Gatehouse");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(CA_DAYS);
     Ok(params)
@@ -165,10 +129,7 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
 
 /// localhost, the loopback addresses, this host's name (and `<name>.local`), plus configured ones.
 fn server_names(extra: &[String]) -> Vec<String> {
-    let mut names: BTreeSet<String> = ["localhost", "127.0.0.1", "::1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut names: BTreeSet<String> = ["localhost", "127.0.0.1", "::1"].iter().map(|s| s.to_string()).collect();
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let host = host.trim().to_lowercase();
         if !host.is_empty() && host.parse::<IpAddr>().is_err() {
@@ -176,12 +137,7 @@ fn server_names(extra: &[String]) -> Vec<String> {
             names.insert(host);
         }
     }
-    names.extend(
-        extra
-            .iter()
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty()),
-    );
+    names.extend(extra.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()));
     names.into_iter().collect()
 }
 
@@ -224,29 +180,17 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             for key in ["ca.key", "server.key"] {
-                let mode = std::fs::metadata(tls.join(key))
-                    .unwrap()
-                    .permissions()
-                    .mode()
-                    & 0o777;
+                let mode = std::fs::metadata(tls.join(key)).unwrap().permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{key}");
             }
         }
         let server_before = std::fs::read_to_string(tls.join("server.crt")).unwrap();
         let again = ensure(&tls, &[]).unwrap();
         assert_eq!(again.ca_pem, first.ca_pem, "the CA is kept");
-        assert_eq!(
-            std::fs::read_to_string(tls.join("server.crt")).unwrap(),
-            server_before,
-            "nothing changed"
-        );
+        assert_eq!(std::fs::read_to_string(tls.join("server.crt")).unwrap(), server_before, "nothing changed");
         let renamed = ensure(&tls, &["gw.example.lan".to_string()]).unwrap();
         assert!(renamed.server_names.contains(&"gw.example.lan".to_string()));
-        assert_ne!(
-            std::fs::read_to_string(tls.join("server.crt")).unwrap(),
-            server_before,
-            "reissued"
-        );
+        assert_ne!(std::fs::read_to_string(tls.join("server.crt")).unwrap(), server_before, "reissued");
         assert_eq!(renamed.ca_pem, first.ca_pem);
     }
 }

@@ -11,11 +11,7 @@ pub enum AdError {
     #[error("the advertisement is empty")]
     Empty,
     #[error("AD structure at byte {offset} claims {claimed} bytes but only {available} remain")]
-    Truncated {
-        offset: usize,
-        claimed: usize,
-        available: usize,
-    },
+    Truncated { offset: usize, claimed: usize, available: usize },
     #[error("no manufacturer data with Ruuvi's company id 0x0499 in the advertisement")]
     NoRuuviData,
 }
@@ -35,11 +31,7 @@ pub fn find_ruuvi_payload(ad_bytes: &[u8]) -> Result<&[u8], AdError> {
         }
         let available = ad_bytes.len() - offset - 1;
         if length > available {
-            return Err(AdError::Truncated {
-                offset,
-                claimed: length,
-                available,
-            });
+            return Err(AdError::Truncated { offset, claimed: length, available });
         }
         let structure = &ad_bytes[offset + 1..offset + 1 + length];
         if let [AD_TYPE_MANUFACTURER_SPECIFIC, c0, c1, payload @ ..] = structure {
@@ -66,33 +58,17 @@ mod tests {
             (
                 "DF5 with flags",
                 "0201061BFF99040512FC",
-                Err(AdError::Truncated {
-                    offset: 3,
-                    claimed: 27,
-                    available: 6,
-                }),
+                Err(AdError::Truncated { offset: 3, claimed: 27, available: 6 }),
             ),
             ("DF5 without flags", "05FF99040512", Ok("0512")),
             ("flags then MSD", "02010605FF99040512", Ok("0512")),
-            (
-                "DF6 with service uuid",
-                "0201060303 98FC05FF99040612",
-                Ok("0612"),
-            ),
+            ("DF6 with service uuid", "0201060303 98FC05FF99040612", Ok("0612")),
             ("E1 first, uuid after", "05FF9904E1170303 98FC", Ok("E117")),
-            (
-                "other company only",
-                "05FF4C000215",
-                Err(AdError::NoRuuviData),
-            ),
+            ("other company only", "05FF4C000215", Err(AdError::NoRuuviData)),
             ("padding after data", "05FF99040512000000", Ok("0512")),
             ("empty", "", Err(AdError::Empty)),
             ("only padding", "00", Err(AdError::NoRuuviData)),
-            (
-                "msd too short for company",
-                "02FF99",
-                Err(AdError::NoRuuviData),
-            ),
+            ("msd too short for company", "02FF99", Err(AdError::NoRuuviData)),
         ];
         for (name, hex, expected) in cases {
             let input = bytes(&hex.replace(' ', ""));

@@ -22,19 +22,12 @@ pub fn add_derived_values(m: &mut Measurement) {
                         Field::Value(round((a / total).clamp(-1.0, 1.0).acos().to_degrees(), 2))
                     }
                 };
-                (
-                    Field::Value(round(total, 3)),
-                    [angle(x), angle(y), angle(z)],
-                )
+                (Field::Value(round(total, 3)), [angle(x), angle(y), angle(z)])
             }
             _ => (Field::Unavailable, [Field::Unavailable; 3]),
         };
         m.acceleration_total = total;
-        [
-            m.acceleration_angle_from_x,
-            m.acceleration_angle_from_y,
-            m.acceleration_angle_from_z,
-        ] = angles;
+        [m.acceleration_angle_from_x, m.acceleration_angle_from_y, m.acceleration_angle_from_z] = angles;
     }
 
     if !t.is_absent() && !rh.is_absent() {
@@ -85,9 +78,7 @@ fn dew_point(t: f64, rh: f64) -> f64 {
 
 /// Density of moist air in kg/m³.
 fn air_density(t: f64, rh: f64, pressure_pa: f64) -> f64 {
-    1.2929 * 273.15 / (t + 273.15)
-        * (pressure_pa - 0.3783 * rh / 100.0 * equilibrium_vapor_pressure(t))
-        / 101_300.0
+    1.2929 * 273.15 / (t + 273.15) * (pressure_pa - 0.3783 * rh / 100.0 * equilibrium_vapor_pressure(t)) / 101_300.0
 }
 
 /// Ruuvi Indoor Air Quality Score, 0 (worst) to 100 (best), from PM2.5 and CO₂.

@@ -62,19 +62,14 @@ pub enum DecodeError {
     #[error("data format 0x{0:02X} is not supported (supported: 3, 5, C5, 6, E1)")]
     UnsupportedFormat(u8),
     #[error("data format 0x{format:02X} needs {expected} bytes, got {actual}")]
-    TooShort {
-        format: u8,
-        expected: usize,
-        actual: usize,
-    },
+    TooShort { format: u8, expected: usize, actual: usize },
 }
 
 /// Decodes a Ruuvi payload that starts with the data-format byte. Trailing bytes are ignored
 /// (some tools append the RSSI). Derived values are not added here.
 pub fn decode_payload(payload: &[u8]) -> Result<Measurement, DecodeError> {
     let &format_byte = payload.first().ok_or(DecodeError::EmptyPayload)?;
-    let format =
-        DataFormat::from_byte(format_byte).ok_or(DecodeError::UnsupportedFormat(format_byte))?;
+    let format = DataFormat::from_byte(format_byte).ok_or(DecodeError::UnsupportedFormat(format_byte))?;
     if payload.len() < format.payload_len() {
         return Err(DecodeError::TooShort {
             format: format_byte,
@@ -166,11 +161,7 @@ fn decode_v3(b: Bytes) -> Measurement {
     // RAWv1 has no "not available" sentinels; the temperature is sign + magnitude.
     let sign_magnitude = b.u8(2);
     let magnitude = f64::from(sign_magnitude & 0x7F) + f64::from(b.u8(3)) / 100.0;
-    let temperature = if sign_magnitude & 0x80 != 0 {
-        -magnitude
-    } else {
-        magnitude
-    };
+    let temperature = if sign_magnitude & 0x80 != 0 { -magnitude } else { magnitude };
     Measurement {
         data_format: 3,
         humidity: Field::Value(f64::from(b.u8(1)) / 2.0),

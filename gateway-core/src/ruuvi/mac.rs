@@ -49,12 +49,7 @@ mod tests {
             assert_eq!(mac.to_string(), "CB:B8:33:4C:88:4F");
             assert_eq!(mac.compact(), "cbb8334c884f");
         }
-        for bad in [
-            "",
-            "CB:B8:33:4C:88",
-            "zz:b8:33:4c:88:4f",
-            "CB:B8:33:4C:88:4F:00",
-        ] {
+        for bad in ["", "CB:B8:33:4C:88", "zz:b8:33:4c:88:4f", "CB:B8:33:4C:88:4F:00"] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
     }

@@ -46,23 +46,11 @@ pub struct Measurement {
     pub luminosity: Field<f64>,
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub measurement_sequence_number: Field<u32>,
-    #[serde(
-        rename = "flag_calibration_in_progress",
-        default,
-        skip_serializing_if = "Field::is_absent"
-    )]
+    #[serde(rename = "flag_calibration_in_progress", default, skip_serializing_if = "Field::is_absent")]
     pub flag_calibration_in_progress: Field<bool>,
-    #[serde(
-        rename = "flag_button_pressed",
-        default,
-        skip_serializing_if = "Field::is_absent"
-    )]
+    #[serde(rename = "flag_button_pressed", default, skip_serializing_if = "Field::is_absent")]
     pub flag_button_pressed: Field<bool>,
-    #[serde(
-        rename = "flag_rtc_running_on_boot",
-        default,
-        skip_serializing_if = "Field::is_absent"
-    )]
+    #[serde(rename = "flag_rtc_running_on_boot", default, skip_serializing_if = "Field::is_absent")]
     pub flag_rtc_running_on_boot: Field<bool>,
     /// The tag's MAC as carried in the payload (three bytes only in data format 6).
     #[serde(default, skip_serializing_if = "Field::is_absent")]

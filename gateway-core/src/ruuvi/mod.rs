@@ -42,12 +42,7 @@ pub fn decode_any(bytes: &[u8]) -> Result<Measurement, DecodeError> {
             let bare = bytes.strip_prefix(&company[..]).unwrap_or(bytes);
             match bare.first() {
                 Some(&format) if DataFormat::from_byte(format).is_some() => bare,
-                Some(&format) => {
-                    return Err(DecodeError::Unrecognized {
-                        advertisement: ad_error,
-                        format,
-                    })
-                }
+                Some(&format) => return Err(DecodeError::Unrecognized { advertisement: ad_error, format }),
                 None => return Err(DecodeError::Advertisement(ad_error)),
             }
         }

@@ -11,9 +11,7 @@ fn assert_fields(payload_hex: &str, expected: Value) {
     let measurement = decode_payload(&payload).unwrap_or_else(|e| panic!("{payload_hex}: {e}"));
     let actual = serde_json::to_value(&measurement).unwrap();
     for (key, want) in expected.as_object().unwrap() {
-        let got = actual
-            .get(key)
-            .unwrap_or_else(|| panic!("{payload_hex}: field {key} missing in {actual}"));
+        let got = actual.get(key).unwrap_or_else(|| panic!("{payload_hex}: field {key} missing in {actual}"));
         let equal = match (got.as_f64(), want.as_f64()) {
             (Some(g), Some(w)) => (g - w).abs() < 1e-6,
             _ => got == want,
@@ -53,14 +51,8 @@ fn df5_official_vectors() {
 #[test]
 fn df5_power_info_sentinels_are_independent() {
     // Voltage unavailable (0x7FF), TX power valid (+4 dBm), and the reverse.
-    assert_fields(
-        "0512FC5394C37C0004FFFC040CFFF64200CDCBB8334C884F",
-        json!({"voltage": null, "txPower": 4}),
-    );
-    assert_fields(
-        "0512FC5394C37C0004FFFC040CAC3F4200CDCBB8334C884F",
-        json!({"voltage": 2.977, "txPower": null}),
-    );
+    assert_fields("0512FC5394C37C0004FFFC040CFFF64200CDCBB8334C884F", json!({"voltage": null, "txPower": 4}));
+    assert_fields("0512FC5394C37C0004FFFC040CAC3F4200CDCBB8334C884F", json!({"voltage": 2.977, "txPower": null}));
 }
 
 #[test]
@@ -81,15 +73,9 @@ fn df3_official_vectors() {
                "accelY": -32.767, "accelZ": -32.767, "voltage": 0.0}),
     );
     // The sign bit is not two's complement: 0x81 0x45 is −1.69 °C, not −126.31.
-    assert_fields(
-        "0300814500008001800180010000",
-        json!({"temperature": -1.69}),
-    );
+    assert_fields("0300814500008001800180010000", json!({"temperature": -1.69}));
     // Trailing bytes (an appended RSSI, say) are tolerated.
-    assert_fields(
-        "03291A1ECE1EFC18F94202CA0B53BB",
-        json!({"temperature": 26.3}),
-    );
+    assert_fields("03291A1ECE1EFC18F94202CA0B53BB", json!({"temperature": 26.3}));
 }
 
 #[test]
@@ -152,22 +138,13 @@ fn df6_official_vectors() {
                "measurementSequenceNumber": 255, "flag_calibration_in_progress": true, "id": null}),
     );
     // ruuvitag-sensor's odd-LSB case: flags carry the ninth bit of VOC and NOx.
-    assert_fields(
-        "067FFF9C40FFFE27109C40FAFBFEFFFFC14C8F4F",
-        json!({"VOC": 501, "NOx": 503}),
-    );
+    assert_fields("067FFF9C40FFFE27109C40FAFBFEFFFFC14C8F4F", json!({"VOC": 501, "NOx": 503}));
 }
 
 #[test]
 fn df6_luminosity_follows_the_formula_not_the_docs_example() {
     // Erratum: the docs list 0x80 → 244.06 lux; the documented formula gives 266.43.
-    let cases = [
-        (0x00, 0.0),
-        (0x01, 0.04),
-        (0x10, 1.01),
-        (0x80, 266.43),
-        (0xFE, 65535.0),
-    ];
+    let cases = [(0x00, 0.0), (0x01, 0.04), (0x10, 1.01), (0x80, 266.43), (0xFE, 65535.0)];
     for (code, lux) in cases {
         let hex = format!("06000000000000000000000000{code:02X}00000000004C884F");
         assert_fields(&hex, json!({ "luminosity": lux }));
@@ -229,15 +206,11 @@ fn full_advertisements_decode_with_derived_values() {
     assert!(v["accelerationTotal"].as_f64().unwrap() > 1.0);
 
     // E1 from the Ruuvi Gateway's MQTT test data layout: MSD first, service UUID after.
-    let e1 = hex::decode(
-        "2BFF9904E1170C5668C79E0065007004BD11CA00C90A0213E0ACFFFFFFDECDEE01FFFFFFFFFFCBB8334C884F030398FC",
-    )
-    .unwrap();
+    let e1 =
+        hex::decode("2BFF9904E1170C5668C79E0065007004BD11CA00C90A0213E0ACFFFFFFDECDEE01FFFFFFFFFFCBB8334C884F030398FC")
+            .unwrap();
     let m = decode_advertisement(&e1).unwrap();
-    assert_eq!(
-        m.iaqs.value(),
-        Some(100.0 - (11.2f64 * 100.0 / 60.0).hypot(0.0)).map(f64::round)
-    );
+    assert_eq!(m.iaqs.value(), Some(100.0 - (11.2f64 * 100.0 / 60.0).hypot(0.0)).map(f64::round));
     assert_eq!(m.iaqs_rating.get().map(String::as_str), Some("good"));
 }
 
@@ -250,8 +223,7 @@ fn decode_any_accepts_what_people_paste() {
         format!("9904{payload}"),
         payload.to_string(),
     ] {
-        let m =
-            decode_any(&hex::decode(&input).unwrap()).unwrap_or_else(|e| panic!("{input}: {e}"));
+        let m = decode_any(&hex::decode(&input).unwrap()).unwrap_or_else(|e| panic!("{input}: {e}"));
         assert_eq!(m.measurement_sequence_number, Field::Value(205), "{input}");
     }
     let rejected = [

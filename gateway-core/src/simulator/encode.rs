@@ -74,12 +74,7 @@ pub fn encode_df5(v: &Df5Values) -> [u8; 24] {
     };
     out[13..15].copy_from_slice(&((voltage << 5) | tx).to_be_bytes());
     out[15] = v.movement_counter.map(|m| m.min(254)).unwrap_or(0xFF);
-    out[16..18].copy_from_slice(
-        &v.sequence
-            .map(|s| s.min(65534))
-            .unwrap_or(0xFFFF)
-            .to_be_bytes(),
-    );
+    out[16..18].copy_from_slice(&v.sequence.map(|s| s.min(65534)).unwrap_or(0xFFFF).to_be_bytes());
     out[18..24].copy_from_slice(&mac_raw(v.mac));
     out
 }
@@ -94,8 +89,7 @@ pub fn encode_e1(v: &E1Values) -> [u8; 40] {
         let raw = scaled(*pm, 10.0, 0.0, 0.0, 10_000.0, 65535) as u16;
         out[7 + 2 * i..9 + 2 * i].copy_from_slice(&raw.to_be_bytes());
     }
-    out[15..17]
-        .copy_from_slice(&(scaled(v.co2, 1.0, 0.0, 0.0, 40_000.0, 65535) as u16).to_be_bytes());
+    out[15..17].copy_from_slice(&(scaled(v.co2, 1.0, 0.0, 0.0, 40_000.0, 65535) as u16).to_be_bytes());
     let voc = v.voc.map(|x| x.min(500)).unwrap_or(0x1FF);
     let nox = v.nox.map(|x| x.min(500)).unwrap_or(0x1FF);
     out[17] = (voc >> 1) as u8;
@@ -105,8 +99,7 @@ pub fn encode_e1(v: &E1Values) -> [u8; 40] {
     // 22..25 reserved (FF)
     let seq = v.sequence.map(|s| s.min(0xFF_FFFE)).unwrap_or(0xFF_FFFF);
     out[25..28].copy_from_slice(&seq.to_be_bytes()[1..]);
-    out[28] =
-        u8::from(v.calibration_in_progress) | (((voc & 1) as u8) << 6) | (((nox & 1) as u8) << 7);
+    out[28] = u8::from(v.calibration_in_progress) | (((voc & 1) as u8) << 6) | (((nox & 1) as u8) << 7);
     // 29..34 reserved (FF)
     out[34..40].copy_from_slice(&mac_raw(v.mac));
     out
@@ -152,23 +145,14 @@ mod tests {
     fn df5_reference_encoder_vectors() {
         // ruuvi.endpoints.c: out-of-range inputs clip to the official maximum and minimum vectors.
         let overflow = df5(170.0, 200.0, 200_044.0, 40.0, 3.7, 25, 254, 65534);
-        assert_eq!(
-            hex::encode_upper(encode_df5(&overflow)),
-            "057FFFFFFEFFFE7FFF7FFF7FFFFFDEFEFFFECBB8334C884F"
-        );
+        assert_eq!(hex::encode_upper(encode_df5(&overflow)), "057FFFFFFEFFFE7FFF7FFF7FFFFFDEFEFFFECBB8334C884F");
         let underflow = df5(-170.0, -1.0, 49_999.0, -40.0, 1.5, -41, 0, 0);
-        assert_eq!(
-            hex::encode_upper(encode_df5(&underflow)),
-            "058001000000008001800180010000000000CBB8334C884F"
-        );
+        assert_eq!(hex::encode_upper(encode_df5(&underflow)), "058001000000008001800180010000000000CBB8334C884F");
         let valid = Df5Values {
             acceleration: [Some(0.004), Some(-0.004), Some(1.036)],
             ..df5(24.3, 53.49, 100_044.0, 0.0, 2.977, 4, 66, 205)
         };
-        assert_eq!(
-            hex::encode_upper(encode_df5(&valid)),
-            "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"
-        );
+        assert_eq!(hex::encode_upper(encode_df5(&valid)), "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F");
         let unavailable = Df5Values {
             temperature: None,
             humidity: None,
@@ -180,10 +164,7 @@ mod tests {
             sequence: None,
             mac: None,
         };
-        assert_eq!(
-            hex::encode_upper(encode_df5(&unavailable)),
-            "058000FFFFFFFF800080008000FFFFFFFFFFFFFFFFFFFFFF"
-        );
+        assert_eq!(hex::encode_upper(encode_df5(&unavailable)), "058000FFFFFFFF800080008000FFFFFFFFFFFFFFFFFFFFFF");
     }
 
     #[test]
@@ -207,11 +188,7 @@ mod tests {
         let m = decode_advertisement(&e1_advertisement(&encode_e1(&values))).unwrap();
         assert_eq!(m.temperature, Field::Value(29.5));
         assert_eq!(m.pm10_0, Field::Value(455.4));
-        assert_eq!(
-            m.voc,
-            Field::Value(21),
-            "odd VOC needs its ninth bit in the flags"
-        );
+        assert_eq!(m.voc, Field::Value(21), "odd VOC needs its ninth bit in the flags");
         assert_eq!(m.nox, Field::Value(5));
         assert_eq!(m.luminosity, Field::Value(13_027.0));
         assert_eq!(m.measurement_sequence_number, Field::Value(14_601_710));

@@ -35,9 +35,7 @@ pub async fn run(
     ingress: mpsc::Sender<Advertisement>,
     shutdown: CancellationToken,
 ) {
-    let mut tags: Vec<SimTag> = (0..config.tags)
-        .map(|i| SimTag::new(i, seed, &config))
-        .collect();
+    let mut tags: Vec<SimTag> = (0..config.tags).map(|i| SimTag::new(i, seed, &config)).collect();
     for tag in &tags {
         tracing::info!(mac = %tag.mac, kind = ?tag.kind, "simulated tag");
     }
@@ -45,16 +43,11 @@ pub async fn run(
     let start = Instant::now();
     let interval = config.interval;
     // Spread the tags over the first interval so they do not all fire at once.
-    let mut next_due: Vec<Instant> = (0..tags.len())
-        .map(|i| start + interval.mul_f64(i as f64 / tags.len().max(1) as f64))
-        .collect();
+    let mut next_due: Vec<Instant> =
+        (0..tags.len()).map(|i| start + interval.mul_f64(i as f64 / tags.len().max(1) as f64)).collect();
     let mut jitter = rand_chacha::ChaCha8Rng::seed_from_u64(seed.rotate_left(17));
     while !tags.is_empty() {
-        let (index, &due) = next_due
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, due)| **due)
-            .expect("tags exist");
+        let (index, &due) = next_due.iter().enumerate().min_by_key(|(_, due)| **due).expect("tags exist");
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep_until(due) => {}

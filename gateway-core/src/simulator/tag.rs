@@ -8,9 +8,7 @@ use std::f64::consts::TAU;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::encode::{
-    df5_advertisement, e1_advertisement, encode_df5, encode_e1, Df5Values, E1Values,
-};
+use super::encode::{df5_advertisement, e1_advertisement, encode_df5, encode_e1, Df5Values, E1Values};
 use crate::config::{SimulatedKind, SimulatorConfig, TagProfile};
 use crate::ruuvi::Mac;
 
@@ -49,13 +47,9 @@ pub struct Transmission {
 
 impl SimTag {
     pub fn new(index: usize, seed: u64, config: &SimulatorConfig) -> SimTag {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let profile = config
-            .tag_profiles
-            .get(index)
-            .cloned()
-            .unwrap_or_else(|| generated_profile(index, config.air_every));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let profile =
+            config.tag_profiles.get(index).cloned().unwrap_or_else(|| generated_profile(index, config.air_every));
         let mut mac = [0u8; 6];
         rng.fill(&mut mac);
         // Ruuvi tags use random static addresses: the two most significant bits are set.
@@ -65,11 +59,7 @@ impl SimTag {
             SimulatedKind::Air => 0xFF_FFFE,
         };
         // Every third tag starts just below the wrap so that wrap-around happens within a minute.
-        let sequence = if index % 3 == 0 {
-            sequence_limit - 30
-        } else {
-            rng.random_range(0..sequence_limit)
-        };
+        let sequence = if index % 3 == 0 { sequence_limit - 30 } else { rng.random_range(0..sequence_limit) };
         let silence_every_ms = config.silence_every.as_millis() as f64;
         let interval_ms = config.interval.as_millis() as f64;
         SimTag {
@@ -79,11 +69,7 @@ impl SimTag {
             interval_ms,
             drop_probability: config.drop_probability,
             duplicate_probability: config.duplicate_probability,
-            silence_probability: if silence_every_ms > 0.0 {
-                interval_ms / silence_every_ms
-            } else {
-                0.0
-            },
+            silence_probability: if silence_every_ms > 0.0 { interval_ms / silence_every_ms } else { 0.0 },
             silence_duration_ms: config.silence_duration.as_millis() as f64,
             base_rssi: -45.0 - (index % 7) as f64 * 7.0,
             sequence,
@@ -116,13 +102,8 @@ impl SimTag {
             SimulatedKind::Air => self.next_e1(now_ms),
         };
         let copies = self.reception_count();
-        let receptions = (0..copies)
-            .map(|_| {
-                (self.base_rssi + self.gaussian() * 3.0)
-                    .round()
-                    .clamp(-100.0, -20.0) as i16
-            })
-            .collect();
+        let receptions =
+            (0..copies).map(|_| (self.base_rssi + self.gaussian() * 3.0).round().clamp(-100.0, -20.0) as i16).collect();
         Some(Transmission { bytes, receptions })
     }
 
@@ -154,11 +135,8 @@ impl SimTag {
         let daily = (TAU * (Self::hour_of_day(now_ms) - 9.0) / 24.0).sin();
         self.temperature_noise = 0.995 * self.temperature_noise + 0.03 * self.gaussian();
         self.humidity_noise = 0.99 * self.humidity_noise + 0.1 * self.gaussian();
-        let temperature = self.profile.temperature
-            + self.profile.temperature_swing * daily
-            + self.temperature_noise;
-        let humidity = (self.profile.humidity - 1.5 * (temperature - self.profile.temperature)
-            + self.humidity_noise)
+        let temperature = self.profile.temperature + self.profile.temperature_swing * daily + self.temperature_noise;
+        let humidity = (self.profile.humidity - 1.5 * (temperature - self.profile.temperature) + self.humidity_noise)
             .clamp(1.0, 100.0);
         // Weather: pressure drifts slowly around the standard atmosphere.
         self.pressure += self.gaussian() * 1.5 + (101_325.0 - self.pressure) * 0.0005;
@@ -168,11 +146,7 @@ impl SimTag {
     }
 
     fn next_sequence(&mut self, limit: u32) -> u32 {
-        self.sequence = if self.sequence >= limit {
-            0
-        } else {
-            self.sequence + 1
-        };
+        self.sequence = if self.sequence >= limit { 0 } else { self.sequence + 1 };
         self.sequence
     }
 
@@ -184,8 +158,7 @@ impl SimTag {
             self.movement_counter = (self.movement_counter + 1) % 255;
         }
         let acceleration = if now_ms < self.moving_until {
-            [0.4, 0.4, 0.6]
-                .map(|spread| Some(self.gaussian() * spread + if spread > 0.5 { 1.0 } else { 0.0 }))
+            [0.4, 0.4, 0.6].map(|spread| Some(self.gaussian() * spread + if spread > 0.5 { 1.0 } else { 0.0 }))
         } else {
             [0.0, 0.0, 1.0].map(|rest| Some(rest + self.gaussian() * 0.004))
         };
@@ -252,11 +225,7 @@ fn generated_profile(index: usize, air_every: usize) -> TagProfile {
     };
     TagProfile {
         name: None,
-        kind: if is_air {
-            SimulatedKind::Air
-        } else {
-            SimulatedKind::Tag
-        },
+        kind: if is_air { SimulatedKind::Air } else { SimulatedKind::Tag },
         temperature,
         temperature_swing: swing,
         humidity,
@@ -271,19 +240,14 @@ mod tests {
     use crate::ruuvi::decode_advertisement;
 
     fn config() -> SimulatorConfig {
-        SimulatorConfig {
-            tags: 5,
-            ..SimulatorConfig::default()
-        }
+        SimulatorConfig { tags: 5, ..SimulatorConfig::default() }
     }
 
     #[test]
     fn same_seed_same_tags_and_data() {
         let run = |seed| {
             let mut tag = SimTag::new(1, seed, &config());
-            (0..200)
-                .filter_map(|i| tag.transmit(1_700_000_000_000 + i * 1000))
-                .collect::<Vec<_>>()
+            (0..200).filter_map(|i| tag.transmit(1_700_000_000_000 + i * 1000)).collect::<Vec<_>>()
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
@@ -313,20 +277,10 @@ mod tests {
                 assert!((95_000.0..107_000.0).contains(&p), "pressure {p}");
                 sequences.push(m.measurement_sequence_number.value().unwrap());
             }
-            assert!(
-                sequences.len() > 400,
-                "tag {index} sent {} of 600",
-                sequences.len()
-            );
-            assert!(
-                receptions > sequences.len() * 9 / 10,
-                "duplicates roughly offset drops"
-            );
+            assert!(sequences.len() > 400, "tag {index} sent {} of 600", sequences.len());
+            assert!(receptions > sequences.len() * 9 / 10, "duplicates roughly offset drops");
             if index % 3 == 0 {
-                assert!(
-                    sequences.windows(2).any(|w| w[1] < w[0]),
-                    "tag {index}: sequence wraps"
-                );
+                assert!(sequences.windows(2).any(|w| w[1] < w[0]), "tag {index}: sequence wraps");
             }
         }
         assert!(kinds.contains(&SimulatedKind::Air) && kinds.contains(&SimulatedKind::Tag));
@@ -349,9 +303,6 @@ mod tests {
                 Some(_) => {}
             }
         }
-        assert!(
-            silent > 100 && dropped > 100 && duplicated > 300,
-            "{silent} {dropped} {duplicated}"
-        );
+        assert!(silent > 100 && dropped > 100 && duplicated > 300, "{silent} {dropped} {duplicated}");
     }
 }

@@ -30,7 +30,9 @@ pub enum HistoryError {
     EmptyRange { from: i64, to: i64 },
     #[error("bucket must be at least 1 ms")]
     BucketTooSmall,
-    #[error("{buckets} buckets of {bucket_ms} ms exceed the limit of {MAX_BUCKETS}; use a larger bucket or a shorter range")]
+    #[error(
+        "{buckets} buckets of {bucket_ms} ms exceed the limit of {MAX_BUCKETS}; use a larger bucket or a shorter range"
+    )]
     TooManyBuckets { buckets: i64, bucket_ms: i64 },
     #[error("unknown field `{0}`; fields are temperature, humidity, pressure, voltage, rssi, accelX, accelY, accelZ, txPower, movementCounter, measurementSequenceNumber, PM1.0, PM2.5, PM4.0, PM10.0, CO2, VOC, NOx, luminosity")]
     UnknownField(String),
@@ -61,23 +63,16 @@ pub struct Series {
 /// The smallest of 1 s, 5 s, 10 s, 30 s, 1 min, 5 min, … 1 day giving at most 500 buckets.
 pub fn choose_bucket(from: i64, to: i64) -> i64 {
     const NICE: &[i64] = &[
-        1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 900_000, 1_800_000, 3_600_000,
-        10_800_000, 21_600_000, 43_200_000, 86_400_000,
+        1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 900_000, 1_800_000, 3_600_000, 10_800_000, 21_600_000,
+        43_200_000, 86_400_000,
     ];
     let span = (to - from).max(1);
-    NICE.iter()
-        .copied()
-        .find(|bucket| (span + bucket - 1) / bucket <= TARGET_BUCKETS)
-        .unwrap_or(86_400_000)
+    NICE.iter().copied().find(|bucket| (span + bucket - 1) / bucket <= TARGET_BUCKETS).unwrap_or(86_400_000)
 }
 
 pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<History>, StoreError> {
     if q.from >= q.to {
-        return Err(HistoryError::EmptyRange {
-            from: q.from,
-            to: q.to,
-        }
-        .into());
+        return Err(HistoryError::EmptyRange { from: q.from, to: q.to }.into());
     }
     let bucket_ms = q.bucket_ms.unwrap_or_else(|| choose_bucket(q.from, q.to));
     if bucket_ms < 1 {
@@ -94,22 +89,14 @@ pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<Histor
         .map(|f| column_for_field(f).ok_or_else(|| HistoryError::UnknownField(f.clone())))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let Some(device_pk): Option<i64> = conn
-        .query_row(
-            "SELECT pk FROM devices WHERE id = ?1",
-            [&q.device_id],
-            |r| r.get(0),
-        )
-        .optional()?
+    let Some(device_pk): Option<i64> =
+        conn.query_row("SELECT pk FROM devices WHERE id = ?1", [&q.device_id], |r| r.get(0)).optional()?
     else {
         return Ok(None);
     };
 
     // Column names come from the fixed column table above, never from the request.
-    let aggregates: String = columns
-        .iter()
-        .map(|c| format!(", MIN({c}), AVG({c}), MAX({c})"))
-        .collect();
+    let aggregates: String = columns.iter().map(|c| format!(", MIN({c}), AVG({c}), MAX({c})")).collect();
     let sql = format!(
         "SELECT ts / ?1 * ?1 AS bucket, COUNT(*){aggregates} FROM readings \
          WHERE device_pk = ?2 AND ts >= ?3 AND ts < ?4 GROUP BY bucket ORDER BY bucket"
@@ -123,20 +110,13 @@ pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<Histor
         bucket_ms,
         ts: Vec::new(),
         count: Vec::new(),
-        series: q
-            .fields
-            .iter()
-            .map(|f| (f.clone(), Series::default()))
-            .collect(),
+        series: q.fields.iter().map(|f| (f.clone(), Series::default())).collect(),
     };
     while let Some(row) = rows.next()? {
         history.ts.push(row.get(0)?);
         history.count.push(row.get(1)?);
         for (i, field) in q.fields.iter().enumerate() {
-            let series = history
-                .series
-                .get_mut(field)
-                .expect("series exists for every field");
+            let series = history.series.get_mut(field).expect("series exists for every field");
             series.min.push(row.get(2 + 3 * i)?);
             series.avg.push(row.get(3 + 3 * i)?);
             series.max.push(row.get(4 + 3 * i)?);
@@ -168,15 +148,13 @@ mod tests {
     fn db_with_readings() -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
-        conn.execute("INSERT INTO devices (pk, id, kind, first_seen, last_seen) VALUES (1, 'd', 'ruuvi_tag', 0, 0)", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO devices (pk, id, kind, first_seen, last_seen) VALUES (1, 'd', 'ruuvi_tag', 0, 0)",
+            [],
+        )
+        .unwrap();
         // Two buckets of 10 s: temperatures 1,2,3 at 0–2 s and 10 at 12 s; humidity only once.
-        for (ts, t, h) in [
-            (0, 1.0, None),
-            (1_000, 2.0, Some(50.0)),
-            (2_000, 3.0, None),
-            (12_000, 10.0, None),
-        ] {
+        for (ts, t, h) in [(0, 1.0, None), (1_000, 2.0, Some(50.0)), (2_000, 3.0, None), (12_000, 10.0, None)] {
             conn.execute(
                 "INSERT INTO readings (device_pk, ts, temperature, humidity) VALUES (1, ?1, ?2, ?3)",
                 rusqlite::params![ts, t, h],
@@ -199,28 +177,17 @@ mod tests {
     #[test]
     fn buckets_hold_min_avg_max_and_nulls() {
         let conn = db_with_readings();
-        let h = query(
-            &conn,
-            &q(0, 20_000, Some(10_000), &["temperature", "humidity"]),
-        )
-        .unwrap()
-        .unwrap();
+        let h = query(&conn, &q(0, 20_000, Some(10_000), &["temperature", "humidity"])).unwrap().unwrap();
         assert_eq!(h.ts, vec![0, 10_000]);
         assert_eq!(h.count, vec![3, 1]);
         let t = &h.series["temperature"];
         assert_eq!(
             (t.min.clone(), t.avg.clone(), t.max.clone()),
-            (
-                vec![Some(1.0), Some(10.0)],
-                vec![Some(2.0), Some(10.0)],
-                vec![Some(3.0), Some(10.0)]
-            )
+            (vec![Some(1.0), Some(10.0)], vec![Some(2.0), Some(10.0)], vec![Some(3.0), Some(10.0)])
         );
         assert_eq!(h.series["humidity"].avg, vec![Some(50.0), None]);
         // The range bounds are inclusive–exclusive.
-        let h = query(&conn, &q(1_000, 12_000, Some(10_000), &["temperature"]))
-            .unwrap()
-            .unwrap();
+        let h = query(&conn, &q(1_000, 12_000, Some(10_000), &["temperature"])).unwrap().unwrap();
         assert_eq!(h.count, vec![2]);
     }
 
@@ -231,27 +198,13 @@ mod tests {
             Err(StoreError::History(e)) => e,
             other => panic!("{other:?}"),
         };
-        assert_eq!(
-            err(q(5, 5, None, &[])),
-            HistoryError::EmptyRange { from: 5, to: 5 }
-        );
+        assert_eq!(err(q(5, 5, None, &[])), HistoryError::EmptyRange { from: 5, to: 5 });
         assert_eq!(err(q(0, 10, Some(0), &[])), HistoryError::BucketTooSmall);
-        assert!(matches!(
-            err(q(0, 100_000_000, Some(1), &[])),
-            HistoryError::TooManyBuckets { .. }
-        ));
+        assert!(matches!(err(q(0, 100_000_000, Some(1), &[])), HistoryError::TooManyBuckets { .. }));
         assert_eq!(
             err(q(0, 10, None, &["temperature); DROP TABLE x;--"])),
             HistoryError::UnknownField("temperature); DROP TABLE x;--".into())
         );
-        assert!(query(
-            &conn,
-            &HistoryQuery {
-                device_id: "nope".into(),
-                ..q(0, 10, None, &[])
-            }
-        )
-        .unwrap()
-        .is_none());
+        assert!(query(&conn, &HistoryQuery { device_id: "nope".into(), ..q(0, 10, None, &[]) }).unwrap().is_none());
     }
 }

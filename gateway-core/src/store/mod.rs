@@ -22,15 +22,9 @@ pub const DATABASE_FILE: &str = "gatehouse.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open database {path}: {source}; check that the data directory exists and is writable")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Open { path: PathBuf, source: rusqlite::Error },
     #[error("database {path}: {source}")]
-    Migrate {
-        path: PathBuf,
-        source: MigrationError,
-    },
+    Migrate { path: PathBuf, source: MigrationError },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]
@@ -43,27 +37,16 @@ pub enum StoreError {
 pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|source| StoreError::Open {
-        path: path.into(),
-        source,
-    })?;
+    .map_err(|source| StoreError::Open { path: path.into(), source })?;
     // WAL + NORMAL: one fsync per checkpoint instead of per commit; a crash loses at most the
     // last commits, never the database.
     conn.pragma_update(None, "journal_mode", "WAL")
         .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
         .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
-        .map_err(|source| StoreError::Open {
-            path: path.into(),
-            source,
-        })?;
-    schema::migrate(&mut conn).map_err(|source| StoreError::Migrate {
-        path: path.into(),
-        source,
-    })?;
+        .map_err(|source| StoreError::Open { path: path.into(), source })?;
+    schema::migrate(&mut conn).map_err(|source| StoreError::Migrate { path: path.into(), source })?;
     Ok(conn)
 }
 
@@ -94,10 +77,7 @@ pub struct Store {
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = open_connection(path)?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            path: path.to_path_buf(),
-        })
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -142,10 +122,7 @@ impl Store {
     }
 
     pub async fn reading_count(&self) -> Result<u64, StoreError> {
-        self.run(|conn| {
-            Ok(conn.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get::<_, i64>(0))? as u64)
-        })
-        .await
+        self.run(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get::<_, i64>(0))? as u64)).await
     }
 }
 

@@ -65,10 +65,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let current = current.max(0) as usize;
     if current > MIGRATIONS.len() {
-        return Err(MigrationError::TooNew {
-            found: current,
-            known: MIGRATIONS.len(),
-        });
+        return Err(MigrationError::TooNew { found: current, known: MIGRATIONS.len() });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
@@ -89,46 +86,14 @@ pub struct Column {
 }
 
 pub const MEASUREMENT_COLUMNS: &[Column] = &[
-    Column {
-        field: "temperature",
-        column: "temperature",
-        value: |m| m.temperature.value(),
-    },
-    Column {
-        field: "humidity",
-        column: "humidity",
-        value: |m| m.humidity.value(),
-    },
-    Column {
-        field: "pressure",
-        column: "pressure",
-        value: |m| m.pressure.value(),
-    },
-    Column {
-        field: "accelX",
-        column: "accel_x",
-        value: |m| m.accel_x.value(),
-    },
-    Column {
-        field: "accelY",
-        column: "accel_y",
-        value: |m| m.accel_y.value(),
-    },
-    Column {
-        field: "accelZ",
-        column: "accel_z",
-        value: |m| m.accel_z.value(),
-    },
-    Column {
-        field: "voltage",
-        column: "voltage",
-        value: |m| m.voltage.value(),
-    },
-    Column {
-        field: "txPower",
-        column: "tx_power",
-        value: |m| m.tx_power.value().map(f64::from),
-    },
+    Column { field: "temperature", column: "temperature", value: |m| m.temperature.value() },
+    Column { field: "humidity", column: "humidity", value: |m| m.humidity.value() },
+    Column { field: "pressure", column: "pressure", value: |m| m.pressure.value() },
+    Column { field: "accelX", column: "accel_x", value: |m| m.accel_x.value() },
+    Column { field: "accelY", column: "accel_y", value: |m| m.accel_y.value() },
+    Column { field: "accelZ", column: "accel_z", value: |m| m.accel_z.value() },
+    Column { field: "voltage", column: "voltage", value: |m| m.voltage.value() },
+    Column { field: "txPower", column: "tx_power", value: |m| m.tx_power.value().map(f64::from) },
     Column {
         field: "movementCounter",
         column: "movement_counter",
@@ -139,46 +104,14 @@ pub const MEASUREMENT_COLUMNS: &[Column] = &[
         column: "sequence",
         value: |m| m.measurement_sequence_number.value().map(f64::from),
     },
-    Column {
-        field: "PM1.0",
-        column: "pm1_0",
-        value: |m| m.pm1_0.value(),
-    },
-    Column {
-        field: "PM2.5",
-        column: "pm2_5",
-        value: |m| m.pm2_5.value(),
-    },
-    Column {
-        field: "PM4.0",
-        column: "pm4_0",
-        value: |m| m.pm4_0.value(),
-    },
-    Column {
-        field: "PM10.0",
-        column: "pm10_0",
-        value: |m| m.pm10_0.value(),
-    },
-    Column {
-        field: "CO2",
-        column: "co2",
-        value: |m| m.co2.value(),
-    },
-    Column {
-        field: "VOC",
-        column: "voc",
-        value: |m| m.voc.value().map(f64::from),
-    },
-    Column {
-        field: "NOx",
-        column: "nox",
-        value: |m| m.nox.value().map(f64::from),
-    },
-    Column {
-        field: "luminosity",
-        column: "luminosity",
-        value: |m| m.luminosity.value(),
-    },
+    Column { field: "PM1.0", column: "pm1_0", value: |m| m.pm1_0.value() },
+    Column { field: "PM2.5", column: "pm2_5", value: |m| m.pm2_5.value() },
+    Column { field: "PM4.0", column: "pm4_0", value: |m| m.pm4_0.value() },
+    Column { field: "PM10.0", column: "pm10_0", value: |m| m.pm10_0.value() },
+    Column { field: "CO2", column: "co2", value: |m| m.co2.value() },
+    Column { field: "VOC", column: "voc", value: |m| m.voc.value().map(f64::from) },
+    Column { field: "NOx", column: "nox", value: |m| m.nox.value().map(f64::from) },
+    Column { field: "luminosity", column: "luminosity", value: |m| m.luminosity.value() },
 ];
 
 /// The column of a history field; `rssi` is stored beside the measurement columns.
@@ -186,10 +119,7 @@ pub fn column_for_field(field: &str) -> Option<&'static str> {
     if field == "rssi" {
         return Some("rssi");
     }
-    MEASUREMENT_COLUMNS
-        .iter()
-        .find(|c| c.field == field)
-        .map(|c| c.column)
+    MEASUREMENT_COLUMNS.iter().find(|c| c.field == field).map(|c| c.column)
 }
 
 #[cfg(test)]
@@ -201,9 +131,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version as usize, schema_version());
         conn.pragma_update(None, "user_version", 99).unwrap();
         let error = migrate(&mut conn).unwrap_err().to_string();
@@ -215,8 +143,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         for column in MEASUREMENT_COLUMNS {
-            conn.prepare(&format!("SELECT {} FROM readings", column.column))
-                .unwrap();
+            conn.prepare(&format!("SELECT {} FROM readings", column.column)).unwrap();
             assert_eq!(column_for_field(column.field), Some(column.column));
         }
         assert_eq!(column_for_field("rssi"), Some("rssi"));

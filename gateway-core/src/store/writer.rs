@@ -52,11 +52,7 @@ impl StoreStats {
             write_errors: self.write_errors.load(Ordering::Relaxed),
             rows_deleted_by_retention: self.rows_deleted_by_retention.load(Ordering::Relaxed),
             queue_depth: self.queue_depth.load(Ordering::Relaxed),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 }
@@ -163,25 +159,21 @@ fn write_loop(
             let final_batch = batches.is_closed() && batches.is_empty();
             match writer.write(&batch, final_batch) {
                 Ok(()) => {
-                    stats
-                        .rows_written
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    stats.rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     stats.batches_written.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .queue_depth
-                        .fetch_sub(batch.len() as i64, Ordering::Relaxed);
+                    stats.queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
                     break;
                 }
                 Err(error) => {
                     stats.write_errors.fetch_add(1, Ordering::Relaxed);
                     let message = format!("writing {} readings failed: {error}", batch.len());
-                    tracing::error!("{message}; retrying in {backoff:?} (is the disk full or the data directory read-only?)");
+                    tracing::error!(
+                        "{message}; retrying in {backoff:?} (is the disk full or the data directory read-only?)"
+                    );
                     *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
                     if shutdown.is_cancelled() && backoff >= RETRY_BACKOFF_MAX {
                         tracing::error!(lost = batch.len(), "giving up on a batch at shutdown");
-                        stats
-                            .queue_depth
-                            .fetch_sub(batch.len() as i64, Ordering::Relaxed);
+                        stats.queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
                         break;
                     }
                     std::thread::sleep(backoff);
@@ -193,9 +185,7 @@ fn write_loop(
             last_retention = Some(std::time::Instant::now());
             match apply_retention(&writer.conn, retention) {
                 Ok(deleted) => {
-                    stats
-                        .rows_deleted_by_retention
-                        .fetch_add(deleted, Ordering::Relaxed);
+                    stats.rows_deleted_by_retention.fetch_add(deleted, Ordering::Relaxed);
                     if deleted > 0 {
                         tracing::info!(deleted, ?retention, "old readings deleted");
                     }
@@ -236,22 +226,13 @@ impl Writer {
     }
 
     /// Writes `batch` in one transaction; on error nothing of it is kept and it can be retried.
-    fn write(
-        &mut self,
-        batch: &[Arc<Reading>],
-        refresh_devices: bool,
-    ) -> Result<(), rusqlite::Error> {
+    fn write(&mut self, batch: &[Arc<Reading>], refresh_devices: bool) -> Result<(), rusqlite::Error> {
         let tx = self.conn.transaction()?;
         let mut new_pks = Vec::new();
         let mut batch_latest: Vec<(i64, &Arc<Reading>)> = Vec::with_capacity(batch.len());
         {
-            let columns: String = MEASUREMENT_COLUMNS
-                .iter()
-                .map(|c| format!(", {}", c.column))
-                .collect();
-            let placeholders: String = (0..MEASUREMENT_COLUMNS.len())
-                .map(|i| format!(", ?{}", i + 4))
-                .collect();
+            let columns: String = MEASUREMENT_COLUMNS.iter().map(|c| format!(", {}", c.column)).collect();
+            let placeholders: String = (0..MEASUREMENT_COLUMNS.len()).map(|i| format!(", ?{}", i + 4)).collect();
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO readings (device_pk, ts, rssi{columns}) VALUES (?1, ?2, ?3{placeholders})"
             ))?;
@@ -275,17 +256,9 @@ impl Writer {
             }
         }
         let refresh = refresh_devices || self.devices_refreshed.elapsed() >= DEVICE_REFRESH;
-        let mut latest = if refresh {
-            std::mem::take(&mut self.latest)
-        } else {
-            HashMap::new()
-        };
+        let mut latest = if refresh { std::mem::take(&mut self.latest) } else { HashMap::new() };
         {
-            let target = if refresh {
-                &mut latest
-            } else {
-                &mut self.latest
-            };
+            let target = if refresh { &mut latest } else { &mut self.latest };
             for (pk, reading) in batch_latest {
                 match target.get(&pk) {
                     Some(current) if current.ts > reading.ts => {}
@@ -337,33 +310,19 @@ fn insert_device(tx: &Transaction, reading: &Reading) -> Result<i64, rusqlite::E
     tx.execute(
         "INSERT INTO devices (id, kind, mac, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4) \
          ON CONFLICT(id) DO NOTHING",
-        params![
-            reading.device_id,
-            ruuvi_kind(reading.measurement.data_format),
-            reading.mac,
-            reading.ts
-        ],
+        params![reading.device_id, ruuvi_kind(reading.measurement.data_format), reading.mac, reading.ts],
     )?;
-    tx.query_row(
-        "SELECT pk FROM devices WHERE id = ?1",
-        [&reading.device_id],
-        |r| r.get(0),
-    )
+    tx.query_row("SELECT pk FROM devices WHERE id = ?1", [&reading.device_id], |r| r.get(0))
 }
 
 /// Deletes readings older than `retention`, device by device so each delete uses the index.
 fn apply_retention(conn: &Connection, retention: Duration) -> Result<u64, rusqlite::Error> {
     let cutoff = now_ms() - retention.as_millis() as i64;
-    let pks: Vec<i64> = conn
-        .prepare("SELECT pk FROM devices")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let pks: Vec<i64> =
+        conn.prepare("SELECT pk FROM devices")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     let mut deleted = 0;
     for pk in pks {
-        deleted += conn.execute(
-            "DELETE FROM readings WHERE device_pk = ?1 AND ts < ?2",
-            params![pk, cutoff],
-        )? as u64;
+        deleted += conn.execute("DELETE FROM readings WHERE device_pk = ?1 AND ts < ?2", params![pk, cutoff])? as u64;
     }
     Ok(deleted)
 }
@@ -393,42 +352,23 @@ mod tests {
     fn batches_insert_readings_create_devices_and_keep_the_latest() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = Writer::new(open_connection(&dir.path().join("t.db")).unwrap());
-        let batch = vec![
-            reading("a", 2_000, 2.0),
-            reading("a", 1_000, 1.0),
-            reading("b", 1_500, 5.0),
-        ];
+        let batch = vec![reading("a", 2_000, 2.0), reading("a", 1_000, 1.0), reading("b", 1_500, 5.0)];
         writer.write(&batch, false).unwrap();
-        let pending: Option<String> = writer
-            .conn
-            .query_row("SELECT last_reading FROM devices WHERE id = 'a'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(
-            pending, None,
-            "device rows are refreshed at most every {DEVICE_REFRESH:?}"
-        );
+        let pending: Option<String> =
+            writer.conn.query_row("SELECT last_reading FROM devices WHERE id = 'a'", [], |r| r.get(0)).unwrap();
+        assert_eq!(pending, None, "device rows are refreshed at most every {DEVICE_REFRESH:?}");
         writer.write(&[reading("a", 3_000, 3.0)], true).unwrap();
         let conn = &writer.conn;
-        let count: i64 = conn
-            .query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))
-            .unwrap();
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0)).unwrap();
         assert_eq!(count, 4);
         let (last_seen, last_reading): (i64, String) = conn
-            .query_row(
-                "SELECT last_seen, last_reading FROM devices WHERE id = 'a'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT last_seen, last_reading FROM devices WHERE id = 'a'", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap();
         assert_eq!(last_seen, 3_000);
         let json: serde_json::Value = serde_json::from_str(&last_reading).unwrap();
         assert_eq!(json["temperature"], 3);
         assert_eq!(json["humidity"], serde_json::Value::Null);
-        let humidity: Option<f64> = conn
-            .query_row("SELECT humidity FROM readings LIMIT 1", [], |r| r.get(0))
-            .unwrap();
+        let humidity: Option<f64> = conn.query_row("SELECT humidity FROM readings LIMIT 1", [], |r| r.get(0)).unwrap();
         assert_eq!(humidity, None, "unavailable values are stored as NULL");
     }
 
@@ -437,19 +377,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = Writer::new(open_connection(&dir.path().join("t.db")).unwrap());
         let now = now_ms();
-        let batch = vec![
-            reading("a", now - 10 * 86_400_000, 1.0),
-            reading("a", now - 1_000, 2.0),
-        ];
+        let batch = vec![reading("a", now - 10 * 86_400_000, 1.0), reading("a", now - 1_000, 2.0)];
         writer.write(&batch, true).unwrap();
         let conn = &writer.conn;
-        assert_eq!(
-            apply_retention(&conn, Duration::from_secs(7 * 86_400)).unwrap(),
-            1
-        );
-        let left: f64 = conn
-            .query_row("SELECT temperature FROM readings", [], |r| r.get(0))
-            .unwrap();
+        assert_eq!(apply_retention(&conn, Duration::from_secs(7 * 86_400)).unwrap(), 1);
+        let left: f64 = conn.query_row("SELECT temperature FROM readings", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 2.0);
     }
 }

@@ -59,42 +59,26 @@ pub fn accounts(args: AccountsArgs) -> std::process::ExitCode {
                         account["username"].as_str().unwrap_or_default(),
                         account["role"].as_str().unwrap_or_default(),
                         account["site"].as_str().unwrap_or_default(),
-                        if account["enabled"] == true {
-                            "enabled"
-                        } else {
-                            "DISABLED"
-                        }
+                        if account["enabled"] == true { "enabled" } else { "DISABLED" }
                     );
                 }
             }
-            AccountsCommand::Create {
-                name,
-                role,
-                rules,
-                description,
-            } => {
-                let rules = rules
-                    .iter()
-                    .map(|r| parse_rule(r))
-                    .collect::<Result<Vec<_>, _>>()?;
+            AccountsCommand::Create { name, role, rules, description } => {
+                let rules = rules.iter().map(|r| parse_rule(r)).collect::<Result<Vec<_>, _>>()?;
                 let body = json!({ "username": name, "role": role, "rules": rules, "description": description });
                 let created = api.post("/api/broker/accounts", body).await?;
                 print_secret(&created["account"]["username"], &created["password"]);
             }
             AccountsCommand::Rotate { name } => {
-                let rotated = api
-                    .post(&format!("/api/broker/accounts/{name}/rotate"), Value::Null)
-                    .await?;
+                let rotated = api.post(&format!("/api/broker/accounts/{name}/rotate"), Value::Null).await?;
                 print_secret(&rotated["username"], &rotated["password"]);
             }
             AccountsCommand::Disable { name } => {
-                api.post(&format!("/api/broker/accounts/{name}/disable"), Value::Null)
-                    .await?;
+                api.post(&format!("/api/broker/accounts/{name}/disable"), Value::Null).await?;
                 println!("{name} disabled; its sessions were disconnected");
             }
             AccountsCommand::Enable { name } => {
-                api.post(&format!("/api/broker/accounts/{name}/enable"), Value::Null)
-                    .await?;
+                api.post(&format!("/api/broker/accounts/{name}/enable"), Value::Null).await?;
                 println!("{name} enabled");
             }
             AccountsCommand::Delete { name } => {
@@ -107,13 +91,10 @@ pub fn accounts(args: AccountsArgs) -> std::process::ExitCode {
 }
 
 fn parse_rule(text: &str) -> Result<Value, String> {
-    let (filter, access) = text
-        .rsplit_once('=')
-        .ok_or_else(|| format!("rule `{text}`: write FILTER=ACCESS, e.g. lab/#=readwrite"))?;
+    let (filter, access) =
+        text.rsplit_once('=').ok_or_else(|| format!("rule `{text}`: write FILTER=ACCESS, e.g. lab/#=readwrite"))?;
     if !matches!(access, "read" | "write" | "readwrite") {
-        return Err(format!(
-            "rule `{text}`: access must be read, write or readwrite"
-        ));
+        return Err(format!("rule `{text}`: access must be read, write or readwrite"));
     }
     Ok(json!({ "filter": filter, "access": access }))
 }

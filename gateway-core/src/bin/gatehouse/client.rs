@@ -41,10 +41,7 @@ impl Api {
                 format!("http://{}", runtime.http)
             }
         };
-        Ok(Api {
-            base,
-            http: reqwest::Client::new(),
-        })
+        Ok(Api { base, http: reqwest::Client::new() })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, String> {
@@ -64,37 +61,23 @@ impl Api {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, String> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the gateway at {}: {e}", self.base))?;
+        let response = request.send().await.map_err(|e| format!("cannot reach the gateway at {}: {e}", self.base))?;
         let status = response.status();
         let text = response.text().await.map_err(|e| e.to_string())?;
-        let body: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let body: Value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         if status.is_success() {
             Ok(body)
         } else {
-            let message = body["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| body.to_string());
+            let message = body["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
             Err(format!("{status}: {message}"))
         }
     }
 }
 
 /// Runs an async CLI command on a small runtime and maps its error to exit status 1.
-pub fn block_on(
-    future: impl std::future::Future<Output = Result<(), String>>,
-) -> std::process::ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+pub fn block_on(future: impl std::future::Future<Output = Result<(), String>>) -> std::process::ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(future) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {

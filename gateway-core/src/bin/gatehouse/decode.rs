@@ -33,14 +33,9 @@ pub fn decode(args: DecodeArgs) -> ExitCode {
 }
 
 fn decode_one(input: &str) -> Result<String, String> {
-    let cleaned: String = input
-        .trim()
-        .trim_start_matches("0x")
-        .chars()
-        .filter(|c| !matches!(c, ' ' | ':' | '-'))
-        .collect();
+    let cleaned: String =
+        input.trim().trim_start_matches("0x").chars().filter(|c| !matches!(c, ' ' | ':' | '-')).collect();
     let bytes = hex::decode(&cleaned).map_err(|e| format!("not hex ({e})"))?;
-    let measurement =
-        ruuvi::decode_any(&bytes).map_err(|e| format!("not a Ruuvi advertisement: {e}"))?;
+    let measurement = ruuvi::decode_any(&bytes).map_err(|e| format!("not a Ruuvi advertisement: {e}"))?;
     serde_json::to_string(&measurement).map_err(|e| e.to_string())
 }

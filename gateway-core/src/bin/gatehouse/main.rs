@@ -10,11 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "gatehouse",
-    version,
-    about = "Gatehouse: an IoT gateway for Ruuvi tags and LAN devices"
-)]
+#[command(name = "gatehouse", version, about = "Gatehouse: an IoT gateway for Ruuvi tags and LAN devices")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

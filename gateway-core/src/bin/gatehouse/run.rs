@@ -84,11 +84,7 @@ impl RunArgs {
             config.ble.enabled = false;
         }
         if let Some(format) = self.log_format {
-            config.log.format = if format == "json" {
-                LogFormat::Json
-            } else {
-                LogFormat::Human
-            };
+            config.log.format = if format == "json" { LogFormat::Json } else { LogFormat::Human };
         }
     }
 }
@@ -110,10 +106,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         eprintln!("gatehouse: {error}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("gatehouse: cannot start the async runtime: {error}");
@@ -138,8 +131,8 @@ async fn wait_for_signal(stopped: tokio_util::sync::CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => tracing::info!("SIGINT received"),
             _ = term.recv() => tracing::info!("SIGTERM received"),
