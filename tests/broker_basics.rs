@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use gatehouse_tests::mqtt::{options_as, with_will, Client};
-use gatehouse_tests::{Credentials, Daemon};
+use gatehouse_tests::{raw, Daemon};
 use rumqttc::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -96,7 +96,7 @@ async fn silent_client_is_dropped_after_one_and_a_half_keep_alives() {
     let daemon = Daemon::start(&[]);
     let lab = daemon.account("lab", "service", &[("lab/#", "readwrite")]).await;
     let mut stream = tokio::net::TcpStream::connect(daemon.runtime.mqtt).await.unwrap();
-    stream.write_all(&raw_connect("quiet", 1, &lab)).await.unwrap();
+    stream.write_all(&raw::connect("quiet", 1, &lab)).await.unwrap();
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack).await.unwrap();
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
@@ -105,17 +105,4 @@ async fn silent_client_is_dropped_after_one_and_a_half_keep_alives() {
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.expect("dropped");
     assert_eq!(read.unwrap(), 0);
     assert!(started.elapsed() >= Duration::from_millis(1_400), "not before 1.5 × keep-alive");
-}
-
-/// A hand-made MQTT 3.1.1 CONNECT (clean session) with credentials.
-fn raw_connect(client_id: &str, keep_alive: u16, credentials: &Credentials) -> Vec<u8> {
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0b1100_0010];
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    for field in [client_id, credentials.username.as_str(), credentials.password.as_str()] {
-        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        body.extend_from_slice(field.as_bytes());
-    }
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend(body);
-    packet
 }

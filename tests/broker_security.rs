@@ -450,3 +450,53 @@ async fn health_topic_and_third_party_clients() {
 fn paho_script() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/paho_check.py")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_skipped_for_a_stalled_subscriber_are_counted_per_client() {
+    use tokio::io::AsyncReadExt;
+    // A small router window (2 × 4 KiB per filter) and no rate limit, so a stalled reader falls behind.
+    let daemon = Daemon::start_with_config(
+        "[mqtt]\nsegment_size = 4096\nsegment_count = 2\npublish_rate = 0.0\nbyte_rate = 0.0\n",
+        &[],
+    );
+    let addr = daemon.runtime.mqtt;
+    let lab = daemon.account("lab", "service", &[("lab/#", "readwrite")]).await;
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // CONNECT and SUBSCRIBE back to back, before the CONNACK: the broker must not leave the
+    // pipelined SUBSCRIBE sitting in its read buffer.
+    stalled.write_all(&gatehouse_tests::raw::connect("stalled", 60, &lab)).await.unwrap();
+    stalled.write_all(&gatehouse_tests::raw::subscribe(1, "lab/flood")).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let _ = stalled.read(&mut buf).await.unwrap(); // CONNACK (and maybe SUBACK); then stop reading
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let publisher = Client::connect(options_as("flooder", addr, &lab)).await;
+    let payload = vec![b'x'; 1000];
+    for _ in 0..20_000 {
+        publisher.client.publish("lab/flood", QoS::AtMostOnce, false, payload.clone()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Resume reading: the router moves the subscriber past what it no longer holds.
+    let drained = tokio::spawn(async move {
+        let mut total = 0usize;
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), stalled.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    let clients = eventually(Duration::from_secs(10), async || {
+        let clients = daemon.get_json("/api/broker/clients").await;
+        let dropped = clients.as_array()?.iter().find(|c| c["clientId"] == "stalled")?["dropped"].as_u64()?;
+        (dropped > 0).then_some(clients)
+    })
+    .await
+    .expect("the skipped messages are counted for the stalled client");
+    let flooder = clients.as_array().unwrap().iter().find(|c| c["clientId"] == "flooder").unwrap();
+    assert_eq!(flooder["dropped"], 0, "only the lagging client lost messages");
+    let health = daemon.get_json("/api/health").await;
+    assert!(health["mqtt"]["droppedForSlowSubscribers"].as_u64().unwrap() > 0, "{health}");
+    assert!(drained.await.unwrap() > 0);
+}

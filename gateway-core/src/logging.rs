@@ -1,7 +1,10 @@
 //! Log output via `tracing`: human-readable by default, JSON lines on request, to stderr.
-//! `RUST_LOG` overrides the configured level.
+//! `RUST_LOG` overrides the configured level. Also installs the layer that counts the messages
+//! the broker's router skips for lagging subscribers (whatever the log level).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -14,10 +17,15 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
             EnvFilter::try_new(&config.level).map_err(|e| format!("config key `log.level` ({}): {e}", config.level))?
         }
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = match config.format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let output = match config.format {
+        LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
+        }
     };
-    result.map_err(|e| e.to_string())
+    tracing_subscriber::registry()
+        .with(output.with_filter(filter))
+        .with(crate::broker::drops::layer())
+        .try_init()
+        .map_err(|e| e.to_string())
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod mqtt;
+pub mod raw;
 
 /// The `gatehouse` binary next to this test executable (target/<profile>/gatehouse).
 pub fn gatehouse_bin() -> PathBuf {

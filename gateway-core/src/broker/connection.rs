@@ -316,6 +316,15 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
         kill: &CancellationToken,
     ) -> End {
         let mut deadline = keep_alive.map(|k| Instant::now() + k);
+        // Clients often send SUBSCRIBE or PUBLISH right behind CONNECT, in the same read.
+        if !self.read_buf.is_empty() {
+            if let Some(end) = self.forward_incoming().await {
+                return end;
+            }
+            if let Some(end) = self.write_replies().await {
+                return end;
+            }
+        }
         loop {
             let keep_alive_timer = async {
                 match deadline {

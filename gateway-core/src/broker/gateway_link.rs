@@ -53,7 +53,7 @@ pub async fn run_gateway_link(
                     "clientsConnected": report.mqtt.broker.clients_connected,
                     "messagesPerSecond": ((count - last_count.min(count)) as f64 / seconds).round(),
                     "publishesDenied": report.mqtt.broker.publishes_denied,
-                    "dropped": report.bus.lagged,
+                    "dropped": report.bus.lagged + report.mqtt.broker.dropped_for_slow_subscribers,
                     "devicesOnline": report.devices_online,
                     "readingsStored": report.store.writer.rows_written,
                     "ts": crate::reading::now_ms(),

@@ -7,6 +7,7 @@
 
 mod codec;
 mod connection;
+pub mod drops;
 mod gateway_link;
 mod limits;
 mod sessions;
@@ -75,6 +76,8 @@ pub struct BrokerSnapshot {
     pub keepalive_timeouts: u64,
     pub flap_bans: u64,
     pub sessions_revoked: u64,
+    /// Messages skipped for subscribers that fell further behind than the router keeps.
+    pub dropped_for_slow_subscribers: u64,
 }
 
 impl BrokerStats {
@@ -96,6 +99,7 @@ impl BrokerStats {
             keepalive_timeouts: get(&self.keepalive_timeouts),
             flap_bans: get(&self.flap_bans),
             sessions_revoked: get(&self.sessions_revoked),
+            dropped_for_slow_subscribers: drops::total(),
         }
     }
 }
@@ -184,6 +188,7 @@ pub async fn start(
             ban: config.flap_ban,
         }),
     });
+    drops::attach(sessions.clone());
     let guard = AddressGuard::default();
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
