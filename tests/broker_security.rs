@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use gatehouse_tests::mqtt::{options, options_as, tls_transport, with_will, Client};
+use gatehouse_tests::mqtt::{options, options_as, tls_transport, tls_transport_with_identity, with_will, Client};
 use gatehouse_tests::{eventually, require_tool, Credentials, Daemon};
 use rumqttc::{ConnectReturnCode, ConnectionError, QoS, SubscribeReasonCode};
 use tokio::io::AsyncWriteExt;
@@ -499,4 +499,46 @@ async fn messages_skipped_for_a_stalled_subscriber_are_counted_per_client() {
     let health = daemon.get_json("/api/health").await;
     assert!(health["mqtt"]["droppedForSlowSubscribers"].as_u64().unwrap() > 0, "{health}");
     assert!(drained.await.unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_can_authenticate_with_a_client_certificate() {
+    let daemon = Daemon::start(&[]);
+    let _d9 = daemon.account("d9", "device", &[]).await;
+    let (status, issued) = daemon.post_json("/api/broker/accounts/d9/certificate", serde_json::Value::Null).await;
+    assert_eq!(status, 201, "{issued}");
+    let (ca, cert, key) = (
+        issued["ca"].as_str().unwrap(),
+        issued["certificate"].as_str().unwrap(),
+        issued["privateKey"].as_str().unwrap(),
+    );
+    let port = daemon.runtime.mqtt_tls.port();
+    let with_cert = |client_id: &str| {
+        let mut o = rumqttc::MqttOptions::new(client_id, "localhost", port);
+        o.set_transport(tls_transport_with_identity(ca, false, Some((cert, key))));
+        o
+    };
+
+    // No password: the certificate is the credential, and it binds the client id too.
+    let mut device = Client::connect(with_cert("d9")).await;
+    assert_eq!(
+        device.subscribe_many(&["devices/home/d9/commands"]).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let clients = daemon.get_json("/api/broker/clients").await;
+    let view = clients.as_array().unwrap().iter().find(|c| c["clientId"] == "d9").unwrap().clone();
+    assert_eq!(view["authentication"], "certificate");
+    assert_eq!(view["username"], "d9");
+    assert!(refused_not_authorized(Client::try_connect(with_cert("d8")).await), "certificate for d9 used as d8");
+
+    // Without a certificate, TLS still works but needs a password.
+    let mut anonymous = rumqttc::MqttOptions::new("d9", "localhost", port);
+    anonymous.set_transport(tls_transport(ca, false));
+    assert!(refused_not_authorized(Client::try_connect(anonymous).await));
+
+    // Deleting the identity revokes the certificate's access too.
+    let response = reqwest::Client::new().delete(daemon.http("/api/broker/accounts/d9")).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(device.wait_closed(Duration::from_secs(5)).await.is_some());
+    assert!(refused_not_authorized(Client::try_connect(with_cert("d9")).await));
 }

@@ -45,6 +45,8 @@ pub struct ClientInfo {
     pub transport: &'static str,
     /// `3.1.1` or `5`.
     pub protocol: &'static str,
+    /// `password` or `certificate`.
+    pub authentication: &'static str,
     pub connected_at: i64,
 }
 

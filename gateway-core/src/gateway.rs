@@ -173,6 +173,7 @@ impl Gateway {
             sessions: mqtt.sessions.clone(),
             ca_pem: Arc::from(mqtt.ca_pem.as_str()),
             site: config.site.clone(),
+            tls_dir: data_dir.join("tls"),
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -57,16 +57,33 @@ pub fn with_will(mut options: MqttOptions, topic: &str, payload: &str) -> MqttOp
 
 /// TLS client settings trusting the gateway's CA (PEM), for MQTT over TLS or secure WebSocket.
 pub fn tls_transport(ca_pem: &str, websocket: bool) -> rumqttc::Transport {
+    tls_transport_with_identity(ca_pem, websocket, None)
+}
+
+/// Like [`tls_transport`], presenting a client certificate and key (PEM) when given.
+pub fn tls_transport_with_identity(
+    ca_pem: &str,
+    websocket: bool,
+    identity: Option<(&str, &str)>,
+) -> rumqttc::Transport {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("CA certificate");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert_pem, key_pem)) => {
+            let chain =
+                rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()).map(|c| c.unwrap()).collect();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("client key");
+            builder.with_client_auth_cert(chain, key).expect("client certificate")
+        }
+        None => builder.with_no_client_auth(),
+    };
     let tls = rumqttc::TlsConfiguration::Rustls(Arc::new(config));
     if websocket {
         rumqttc::Transport::wss_with_config(tls)

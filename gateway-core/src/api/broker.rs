@@ -67,6 +67,32 @@ pub async fn rotate_account(State(state): State<ApiState>, Path(name): Path<Stri
     Ok(Json(json!({ "username": name, "password": password })))
 }
 
+/// Issues a client certificate (CN = the account name) signed by the gateway's CA, so the device
+/// can authenticate over TLS without a password. The private key is returned once, not kept.
+pub async fn issue_certificate(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if state.directory.get(&name).is_none() {
+        return Err(directory_error(DirectoryError::NotFound(name)));
+    }
+    let dir = state.tls_dir.clone();
+    let username = name.clone();
+    let issued = tokio::task::spawn_blocking(move || crate::broker::tls::issue_client_certificate(&dir, &username))
+        .await
+        .map_err(|_| ApiError::bad_request("internal", "certificate worker stopped"))?;
+    let (certificate, private_key) = issued.map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "certificate_failed",
+        message: format!("issuing the certificate failed: {e}"),
+    })?;
+    tracing::info!(username = %name, "client certificate issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "username": name, "certificate": certificate, "privateKey": private_key, "ca": &*state.ca_pem })),
+    ))
+}
+
 pub async fn enable_account(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let identity = state.directory.set_enabled(&name, true).await.map_err(directory_error)?;
     Ok(Json(json!(identity)))

@@ -33,6 +33,8 @@ pub struct ApiState {
     pub ca_pem: std::sync::Arc<str>,
     /// The gateway's own site: the default for new identities.
     pub site: String,
+    /// Where the CA key lives (for issuing client certificates).
+    pub tls_dir: std::path::PathBuf,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -49,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/broker/accounts/{name}", axum::routing::delete(broker::delete_account))
         .route("/api/broker/accounts/{name}/rotate", axum::routing::post(broker::rotate_account))
         .route("/api/broker/accounts/{name}/enable", axum::routing::post(broker::enable_account))
+        .route("/api/broker/accounts/{name}/certificate", axum::routing::post(broker::issue_certificate))
         .route("/api/broker/accounts/{name}/disable", axum::routing::post(broker::disable_account))
         .fallback(not_found)
         .with_state(state)

@@ -168,6 +168,28 @@ impl Directory {
         Ok(Authenticated { identity, acl })
     }
 
+    /// Authenticates a client whose TLS certificate (verified against the gateway's CA) names
+    /// `certified`. A username given in CONNECT must be the same.
+    pub fn authenticate_certificate(
+        &self,
+        certified: &str,
+        claimed_username: Option<&str>,
+        client_id: &str,
+    ) -> Result<Authenticated, AuthError> {
+        if claimed_username.is_some_and(|claimed| claimed != certified) {
+            return Err(AuthError::BadCredentials);
+        }
+        let identity = self.get(certified).ok_or(AuthError::BadCredentials)?;
+        if !identity.enabled {
+            return Err(AuthError::Disabled);
+        }
+        if !identity.allows_client_id(client_id) {
+            return Err(AuthError::ClientIdNotAllowed(client_id.to_string()));
+        }
+        let acl = identity.acl(client_id);
+        Ok(Authenticated { identity, acl })
+    }
+
     /// Creates an identity and returns it with its secret, which is shown once and never stored.
     pub async fn create(&self, new: NewIdentity) -> Result<(Identity, String), DirectoryError> {
         if !valid_device_id(&new.username) {

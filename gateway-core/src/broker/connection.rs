@@ -101,6 +101,7 @@ pub(super) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     transport: &'static str,
+    certificate_user: Option<String>,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) where
@@ -142,8 +143,15 @@ pub(super) async fn serve<S>(
         return;
     }
     let username = login.as_ref().map(|l| l.username.clone());
-    let authenticated =
-        ctx.directory.authenticate(username.as_deref(), login.as_ref().map(|l| l.password.as_str()), &client_id).await;
+    // A client certificate from our CA identifies the client without a password.
+    let authenticated = match &certificate_user {
+        Some(certified) => ctx.directory.authenticate_certificate(certified, username.as_deref(), &client_id),
+        None => {
+            ctx.directory
+                .authenticate(username.as_deref(), login.as_ref().map(|l| l.password.as_str()), &client_id)
+                .await
+        }
+    };
     let auth = match authenticated {
         Ok(auth) => auth,
         Err(reason) => {
@@ -193,6 +201,7 @@ pub(super) async fn serve<S>(
             Codec::V4 => "3.1.1",
             Codec::V5 => "5",
         },
+        authentication: if certificate_user.is_some() { "certificate" } else { "password" },
         connected_at: now_ms(),
     });
     let session = ctx.sessions.register(info.clone(), link_rx.id());

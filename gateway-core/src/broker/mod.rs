@@ -313,29 +313,41 @@ async fn serve_transport(
         tracing::debug!(%peer, transport = name, %error, "{what} failed");
     };
     match transport {
-        Transport::Tcp => connection::serve(stream, peer, name, context, shutdown).await,
+        Transport::Tcp => connection::serve(stream, peer, name, None, context, shutdown).await,
         Transport::Tls => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => connection::serve(tls, peer, name, context, shutdown).await,
+            Ok(Ok(tls)) => {
+                let certificate_user = certificate_user(tls.get_ref().1);
+                connection::serve(tls, peer, name, certificate_user, context, shutdown).await
+            }
             Ok(Err(error)) => failed("TLS handshake", error.to_string()),
             Err(_) => failed("TLS handshake", "timed out".into()),
         },
         Transport::Ws => match tokio::time::timeout(timeout, websocket(stream)).await {
-            Ok(Ok(ws)) => connection::serve(ws, peer, name, context, shutdown).await,
+            Ok(Ok(ws)) => connection::serve(ws, peer, name, None, context, shutdown).await,
             Ok(Err(error)) => failed("WebSocket upgrade", error.to_string()),
             Err(_) => failed("WebSocket upgrade", "timed out".into()),
         },
         Transport::Wss => {
             let handshake = async {
                 let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
-                websocket(tls).await.map_err(|e| e.to_string())
+                let certificate_user = certificate_user(tls.get_ref().1);
+                let ws = websocket(tls).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((ws, certificate_user))
             };
             match tokio::time::timeout(timeout, handshake).await {
-                Ok(Ok(ws)) => connection::serve(ws, peer, name, context, shutdown).await,
+                Ok(Ok((ws, certificate_user))) => {
+                    connection::serve(ws, peer, name, certificate_user, context, shutdown).await
+                }
                 Ok(Err(error)) => failed("secure WebSocket handshake", error),
                 Err(_) => failed("secure WebSocket handshake", "timed out".into()),
             }
         }
     }
+}
+
+/// The identity named by a client certificate that rustls verified against our CA, if any.
+fn certificate_user(connection: &rustls::ServerConnection) -> Option<String> {
+    connection.peer_certificates()?.first().and_then(|der| tls::common_name(der))
 }
 
 /// Upgrades to a WebSocket speaking the `mqtt` subprotocol and returns it as a byte stream.

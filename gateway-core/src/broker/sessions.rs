@@ -157,6 +157,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
             transport: "tcp",
             protocol: "3.1.1",
+            authentication: "password",
             connected_at: now_ms(),
         })
     }

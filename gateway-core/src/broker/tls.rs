@@ -105,12 +105,51 @@ pub fn ensure(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, TlsErro
     let key = PrivateKeyDer::from_pem_file(&server_key_path)
         .map_err(|e| TlsError::Pem { file: server_key_path.clone(), reason: e.to_string() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Devices may authenticate with a certificate issued by our CA instead of a password; those
+    // without one still get TLS and log in with their password.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(chain[1].clone())?;
+    let client_verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     // TLS 1.2 and 1.3 only: rustls implements nothing older.
     let server_config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier)
         .with_single_cert(chain, key)?;
     Ok(TlsMaterial { ca_pem, server_config: Arc::new(server_config), server_names: names })
+}
+
+/// A client certificate for `username` (its common name), signed by the gateway's CA: the
+/// identity can then connect over TLS without a password. Returns (certificate, private key) PEM.
+/// The key is generated here and not kept.
+pub fn issue_client_certificate(dir: &Path, username: &str) -> Result<(String, String), TlsError> {
+    let io = |source| TlsError::Io { dir: dir.to_path_buf(), source };
+    let ca_key_path = dir.join("ca.key");
+    let key_pem = std::fs::read_to_string(&ca_key_path).map_err(io)?;
+    let ca_key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Pem { file: ca_key_path, reason: e.to_string() })?;
+    let issuer = Issuer::new(ca_params()?, &ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, username);
+    params.distinguished_name = dn;
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(SERVER_DAYS);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The subject common name of a DER certificate (already verified against our CA).
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(cn)
 }
 
 /// The CA's parameters; rebuilt identically on every start so it can sign with the stored key.
@@ -192,5 +231,16 @@ mod tests {
         assert!(renamed.server_names.contains(&"gw.example.lan".to_string()));
         assert_ne!(std::fs::read_to_string(tls.join("server.crt")).unwrap(), server_before, "reissued");
         assert_eq!(renamed.ca_pem, first.ca_pem);
+    }
+
+    #[test]
+    fn client_certificates_carry_the_username() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        ensure(&tls, &[]).unwrap();
+        let (cert_pem, key_pem) = issue_client_certificate(&tls, "sensor-7").unwrap();
+        assert!(key_pem.contains("PRIVATE KEY"));
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        assert_eq!(common_name(&der), Some("sensor-7".to_string()));
     }
 }
