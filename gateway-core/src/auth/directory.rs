@@ -168,6 +168,12 @@ impl Directory {
         Ok(Authenticated { identity, acl })
     }
 
+    /// Whether `identity` (as it was when a client authenticated) still stands: same secret,
+    /// still enabled, not deleted.
+    pub fn is_current(&self, identity: &Identity) -> bool {
+        self.get(&identity.username).is_some_and(|now| now.enabled && now.password_hash == identity.password_hash)
+    }
+
     /// Authenticates a client whose TLS certificate (verified against the gateway's CA) names
     /// `certified`. A username given in CONNECT must be the same.
     pub fn authenticate_certificate(

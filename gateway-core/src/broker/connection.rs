@@ -183,13 +183,6 @@ pub(super) async fn serve<S>(
             return;
         }
     };
-    if let Some(packet) = Option::<Packet>::from(router_connack) {
-        if write_packet(&mut writer, &mut write_buf, codec, packet).await.is_err() {
-            let _ = link_tx.send(disconnect_packet()).await;
-            return;
-        }
-    }
-
     let info = Arc::new(ClientInfo {
         client_id: client_id.clone(),
         username: Some(auth.identity.username.clone()),
@@ -204,7 +197,21 @@ pub(super) async fn serve<S>(
         authentication: if certificate_user.is_some() { "certificate" } else { "password" },
         connected_at: now_ms(),
     });
+    // Register before answering, then check the identity is still valid: a revocation that
+    // raced with this CONNECT either finds the session to kill or is seen here.
     let session = ctx.sessions.register(info.clone(), link_rx.id());
+    if !ctx.directory.is_current(&auth.identity) {
+        tracing::info!(%peer, %client_id, "MQTT connection refused: identity revoked while connecting");
+        let _ = write_packet(&mut writer, &mut write_buf, codec, refuse(Refusal::NotAuthorized)).await;
+        let _ = link_tx.send(disconnect_packet()).await;
+        return;
+    }
+    if let Some(packet) = Option::<Packet>::from(router_connack) {
+        if write_packet(&mut writer, &mut write_buf, codec, packet).await.is_err() {
+            let _ = link_tx.send(disconnect_packet()).await;
+            return;
+        }
+    }
     ctx.stats.connected.fetch_add(1, Ordering::Relaxed);
     tracing::info!(%client_id, %peer, transport, username = %auth.identity.username, role = auth.identity.role.as_str(), keep_alive = connect.keep_alive, "MQTT client connected");
     ctx.bus.publish(Event::ClientConnected(info.clone())).await;
