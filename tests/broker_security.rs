@@ -390,46 +390,15 @@ async fn health_topic_and_third_party_clients() {
 
     let port = addr.port().to_string();
     if let (Some(sub), Some(publish)) = (require_tool("mosquitto_sub"), require_tool("mosquitto_pub")) {
+        let connection = ["-h", "127.0.0.1", "-p", &port, "-u", "viewer", "-P", &viewer.password, "-t", "lab/interop"];
         let reader = Command::new(sub)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-u",
-                "viewer",
-                "-P",
-                &viewer.password,
-                "-t",
-                "lab/interop",
-                "-C",
-                "1",
-                "-W",
-                "10",
-            ])
+            .args(connection)
+            .args(["-C", "1", "-W", "10"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let status = Command::new(publish)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-u",
-                "viewer",
-                "-P",
-                &viewer.password,
-                "-t",
-                "lab/interop",
-                "-q",
-                "1",
-                "-m",
-                "hello",
-            ])
-            .status()
-            .unwrap();
+        let status = Command::new(publish).args(connection).args(["-q", "1", "-m", "hello"]).status().unwrap();
         assert!(status.success(), "mosquitto_pub");
         let output = reader.wait_with_output().unwrap();
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello");

@@ -158,14 +158,7 @@ impl Directory {
             self.verified.lock().unwrap_or_else(|p| p.into_inner()).insert(username.to_string(), digest);
         }
         let identity = identity.ok_or(AuthError::BadCredentials)?;
-        if !identity.enabled {
-            return Err(AuthError::Disabled);
-        }
-        if !identity.allows_client_id(client_id) {
-            return Err(AuthError::ClientIdNotAllowed(client_id.to_string()));
-        }
-        let acl = identity.acl(client_id);
-        Ok(Authenticated { identity, acl })
+        admit(identity, client_id)
     }
 
     /// Whether `identity` (as it was when a client authenticated) still stands: same secret,
@@ -186,14 +179,7 @@ impl Directory {
             return Err(AuthError::BadCredentials);
         }
         let identity = self.get(certified).ok_or(AuthError::BadCredentials)?;
-        if !identity.enabled {
-            return Err(AuthError::Disabled);
-        }
-        if !identity.allows_client_id(client_id) {
-            return Err(AuthError::ClientIdNotAllowed(client_id.to_string()));
-        }
-        let acl = identity.acl(client_id);
-        Ok(Authenticated { identity, acl })
+        admit(identity, client_id)
     }
 
     /// Creates an identity and returns it with its secret, which is shown once and never stored.
@@ -312,6 +298,18 @@ impl Directory {
         tracing::info!(%username, reason, "access revoked; disconnecting live sessions");
         self.bus.publish(Event::IdentityRevoked { username: username.to_string(), reason }).await;
     }
+}
+
+/// The checks after the credentials: the identity is enabled and may use this client id.
+fn admit(identity: Identity, client_id: &str) -> Result<Authenticated, AuthError> {
+    if !identity.enabled {
+        return Err(AuthError::Disabled);
+    }
+    if !identity.allows_client_id(client_id) {
+        return Err(AuthError::ClientIdNotAllowed(client_id.to_string()));
+    }
+    let acl = identity.acl(client_id);
+    Ok(Authenticated { identity, acl })
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
