@@ -2,9 +2,10 @@
 //! every module that cares subscribes. Modules never call each other directly.
 //!
 //! Two kinds of subscription:
-//! - *reliable* ([`Bus::subscribe_reliable`]): a bounded queue per subscriber; `publish` waits for
-//!   room, so back-pressure reaches the producer and nothing is lost. For the store and the MQTT
-//!   publisher. A reliable subscriber must never publish on the bus (that could deadlock).
+//! - *reliable* ([`Bus::subscribe_reliable`]): a bounded queue per subscriber for the events its
+//!   filter accepts; `publish` waits for room, so back-pressure reaches the producer and nothing is
+//!   lost. For the store, the MQTT publisher, the lifecycle. A reliable subscriber must never
+//!   publish an event its own filter accepts (a full queue would wait on itself).
 //! - *lossy* ([`Bus::subscribe`]): a broadcast receiver; a subscriber more than the broadcast
 //!   capacity behind loses the oldest events, counted in [`BusSnapshot::lagged`] and logged. For
 //!   views that only need the latest state (the registry, WebSocket clients).
@@ -31,6 +32,37 @@ pub enum Event {
     ClientDisconnected { client: Arc<ClientInfo>, reason: String, at: i64 },
     /// An identity lost access (disabled, deleted, secret rotated): its sessions must end.
     IdentityRevoked { username: String, reason: &'static str },
+    /// A PUBLISH from a device or provisioning client that the ACL let through.
+    DeviceMessage(Arc<DeviceMessage>),
+    /// A message the gateway wants published on its own broker.
+    MqttPublish(Arc<OutgoingMessage>),
+    /// A device's lifecycle changed (registered, claimed, deactivated, deleted…).
+    DeviceLifecycle(Arc<LifecycleChange>),
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceMessage {
+    pub client: Arc<ClientInfo>,
+    pub topic: String,
+    pub payload: bytes::Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleChange {
+    pub device_id: String,
+    /// `registered`, `claimed`, `approved`, `deactivated`, `deleted`, `capabilities_updated`…
+    pub action: String,
+    /// The device's state afterwards (`pending_claim`, `active`, `deactivated`, or `deleted`).
+    pub state: String,
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -82,9 +114,17 @@ struct Stats {
     lagged: AtomicU64,
 }
 
+/// Which events a reliable subscriber wants queued.
+pub type EventFilter = fn(&Event) -> bool;
+
+struct ReliableSender {
+    wants: EventFilter,
+    sender: mpsc::Sender<Event>,
+}
+
 struct Inner {
     broadcast: broadcast::Sender<Event>,
-    reliable: RwLock<Arc<Vec<mpsc::Sender<Event>>>>,
+    reliable: RwLock<Arc<Vec<ReliableSender>>>,
     stats: Stats,
 }
 
@@ -106,9 +146,9 @@ impl Bus {
     pub async fn publish(&self, event: Event) {
         self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
         let reliable = self.inner.reliable.read().unwrap_or_else(|p| p.into_inner()).clone();
-        for subscriber in reliable.iter() {
+        for subscriber in reliable.iter().filter(|s| (s.wants)(&event)) {
             // A closed subscriber has stopped (shutdown); it needs nothing more.
-            let _ = subscriber.send(event.clone()).await;
+            let _ = subscriber.sender.send(event.clone()).await;
         }
         let _ = self.inner.broadcast.send(event);
     }
@@ -118,12 +158,18 @@ impl Bus {
         Subscription { name, receiver: Receiver::Lossy(self.inner.broadcast.subscribe()), bus: self.inner.clone() }
     }
 
-    /// A subscription that never loses events: publishers wait while its `capacity` is full.
-    pub fn subscribe_reliable(&self, name: &'static str, capacity: usize) -> Subscription {
+    /// A subscription that never loses the events `wants` accepts: publishers wait while its
+    /// `capacity` is full. A subscriber must never publish an event its own filter accepts, or a
+    /// full queue would wait on itself.
+    pub fn subscribe_reliable(&self, name: &'static str, capacity: usize, wants: EventFilter) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity);
         let mut reliable = self.inner.reliable.write().unwrap_or_else(|p| p.into_inner());
-        let mut senders: Vec<_> = reliable.iter().filter(|s| !s.is_closed()).cloned().collect();
-        senders.push(tx);
+        let mut senders: Vec<ReliableSender> = reliable
+            .iter()
+            .filter(|s| !s.sender.is_closed())
+            .map(|s| ReliableSender { wants: s.wants, sender: s.sender.clone() })
+            .collect();
+        senders.push(ReliableSender { wants, sender: tx });
         *reliable = Arc::new(senders);
         Subscription { name, receiver: Receiver::Reliable(rx), bus: self.inner.clone() }
     }
@@ -200,7 +246,7 @@ mod tests {
     #[tokio::test]
     async fn reliable_subscribers_get_everything_lossy_ones_count_their_losses() {
         let bus = Bus::new(4);
-        let mut reliable = bus.subscribe_reliable("store", 2);
+        let mut reliable = bus.subscribe_reliable("store", 2, |_| true);
         let mut lossy = bus.subscribe("view");
         let publisher = {
             let bus = bus.clone();
@@ -229,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_reliable_subscriber_does_not_block_publishers() {
         let bus = Bus::new(4);
-        let gone = bus.subscribe_reliable("gone", 1);
+        let gone = bus.subscribe_reliable("gone", 1, |_| true);
         drop(gone);
         for i in 0..10 {
             bus.publish(availability(i)).await;

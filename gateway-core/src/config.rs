@@ -113,6 +113,12 @@ pub struct DevicesConfig {
     /// A device with no reading for this long is reported offline.
     #[serde(with = "humantime_serde")]
     pub offline_after: Duration,
+    /// How long a claim code stays valid.
+    #[serde(with = "humantime_serde")]
+    pub claim_code_ttl: Duration,
+    /// The longest a pairing window may stay open.
+    #[serde(with = "humantime_serde")]
+    pub pairing_max: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,7 +259,11 @@ impl Default for StoreConfig {
 
 impl Default for DevicesConfig {
     fn default() -> Self {
-        DevicesConfig { offline_after: Duration::from_secs(90) }
+        DevicesConfig {
+            offline_after: Duration::from_secs(90),
+            claim_code_ttl: Duration::from_secs(24 * 3600),
+            pairing_max: Duration::from_secs(5 * 60),
+        }
     }
 }
 
@@ -387,6 +397,12 @@ impl Config {
                 "mqtt.publish_burst",
                 "bursts must allow at least one message (byte_burst at least max_packet_size)",
             );
+        }
+        if self.devices.claim_code_ttl < Duration::from_secs(60) {
+            return invalid("devices.claim_code_ttl", "must be at least 1m");
+        }
+        if self.devices.pairing_max.is_zero() || self.devices.pairing_max > Duration::from_secs(30 * 60) {
+            return invalid("devices.pairing_max", "must be between 1s and 30m (pairing windows are short on purpose)");
         }
         if self.mqtt.health_interval < Duration::from_secs(1) {
             return invalid("mqtt.health_interval", "must be at least 1s");

@@ -19,9 +19,10 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiState};
 use crate::auth::Directory;
 use crate::broker::{self, ListenerAddrs};
-use crate::bus::Bus;
+use crate::bus::{Bus, Event};
 use crate::config::Config;
 use crate::health::{Health, SimulatorInfo};
+use crate::lifecycle::{self, Lifecycle};
 use crate::pipeline::{self, Advertisement, PipelineStats, Processor};
 use crate::reading::now_ms;
 use crate::registry::{self, Registry};
@@ -95,12 +96,38 @@ impl Gateway {
         )?;
 
         // Subscribe before any task starts publishing, so that no early event is missed.
-        let publisher_events = bus.subscribe_reliable("mqtt-publisher", 4096);
+        let publisher_events = bus.subscribe_reliable("mqtt-publisher", 4096, |e| {
+            matches!(
+                e,
+                Event::Reading(_)
+                    | Event::Availability(_)
+                    | Event::ClientConnected(_)
+                    | Event::ClientDisconnected { .. }
+                    | Event::MqttPublish(_)
+            )
+        });
+        let lifecycle_events = bus.subscribe_reliable("lifecycle", 1024, |e| match e {
+            Event::DeviceMessage(m) => m.client.role.as_deref() == Some("provisioning"),
+            Event::ClientConnected(c) => c.role.as_deref() == Some("device"),
+            _ => false,
+        });
         let registry_events = bus.subscribe("registry");
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
         let mqtt =
             broker::start(&config.mqtt, &data_dir, bus.clone(), directory.clone(), &tasks, shutdown.clone()).await?;
+        let lifecycle = Lifecycle::start(
+            store.clone(),
+            directory.clone(),
+            bus.clone(),
+            config.site.clone(),
+            &data_dir,
+            config.devices.claim_code_ttl,
+            config.devices.pairing_max,
+        )
+        .await?;
+        lifecycle::ensure_provisioning_identity(&directory, &data_dir, &config.site, false).await?;
+        tasks.spawn(lifecycle::run(lifecycle.clone(), lifecycle_events, shutdown.clone()));
         tasks.spawn(registry::run(
             registry.clone(),
             bus.clone(),
@@ -174,10 +201,14 @@ impl Gateway {
             ca_pem: Arc::from(mqtt.ca_pem.as_str()),
             site: config.site.clone(),
             tls_dir: data_dir.join("tls"),
+            lifecycle,
+            data_dir: data_dir.clone(),
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let served = axum::serve(http_listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await;
+            let served = axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed");
             }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dedup;
 pub mod gateway;
 pub mod health;
+pub mod lifecycle;
 pub mod logging;
 pub mod pipeline;
 pub mod reading;

@@ -39,7 +39,8 @@ async fn stream(mut socket: WebSocket, mut events: Subscription, shutdown: Cance
                     Event::ClientDisconnected { client, reason, at } => {
                         json!({ "type": "client_disconnected", "data": { "client": &**client, "reason": reason, "at": at } })
                     }
-                    Event::IdentityRevoked { .. } => continue,
+                    Event::DeviceLifecycle(change) => json!({ "type": "device_lifecycle", "data": &**change }),
+                    Event::IdentityRevoked { .. } | Event::DeviceMessage(_) | Event::MqttPublish(_) => continue,
                 };
                 if socket.send(Message::Text(message.to_string().into())).await.is_err() {
                     return;

@@ -4,6 +4,7 @@
 mod broker;
 mod devices;
 mod error;
+mod lifecycle;
 mod live;
 mod params;
 
@@ -35,6 +36,8 @@ pub struct ApiState {
     pub site: String,
     /// Where the CA key lives (for issuing client certificates).
     pub tls_dir: std::path::PathBuf,
+    pub lifecycle: std::sync::Arc<crate::lifecycle::Lifecycle>,
+    pub data_dir: std::path::PathBuf,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -42,7 +45,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(index))
         .route("/api/health", get(health))
         .route("/api/devices", get(devices::list))
-        .route("/api/devices/{id}", get(devices::get))
+        .route("/api/devices/register", axum::routing::post(lifecycle::register))
+        .route("/api/devices/{id}", get(devices::get).patch(lifecycle::update_details).delete(lifecycle::delete))
+        .route("/api/devices/{id}/approve", axum::routing::post(lifecycle::approve))
+        .route("/api/devices/{id}/claim-code", axum::routing::post(lifecycle::regenerate_code))
+        .route("/api/devices/{id}/deactivate", axum::routing::post(lifecycle::deactivate))
+        .route("/api/devices/{id}/capabilities", axum::routing::put(lifecycle::update_capabilities))
+        .route("/api/claims", axum::routing::post(lifecycle::claim))
+        .route(
+            "/api/pairing",
+            get(lifecycle::pairing_status).post(lifecycle::open_pairing).delete(lifecycle::close_pairing),
+        )
+        .route("/api/provisioning", get(lifecycle::provisioning))
+        .route("/api/provisioning/rotate", axum::routing::post(lifecycle::rotate_provisioning))
+        .route("/api/audit", get(lifecycle::audit))
         .route("/api/devices/{id}/readings", get(devices::readings))
         .route("/api/live", get(live::upgrade))
         .route("/api/broker/clients", get(broker::clients))

@@ -27,7 +27,7 @@ use super::limits::{FlapTracker, TokenBucket};
 use super::sessions::{ClientStats, Sessions};
 use super::{BrokerStats, LinkFactory};
 use crate::auth::{Acl, Directory};
-use crate::bus::{Bus, ClientInfo, Event};
+use crate::bus::{Bus, ClientInfo, DeviceMessage, Event};
 use crate::config::MqttConfig;
 use crate::reading::now_ms;
 use crate::topics::RESERVED_CLIENT_PREFIX;
@@ -229,6 +229,9 @@ pub(super) async fn serve<S>(
         link_rx: &mut link_rx,
         ctx: &ctx,
         acl: auth.acl,
+        info: info.clone(),
+        // Devices and provisioning clients talk to the gateway itself: their publishes go on the bus.
+        to_gateway: matches!(auth.identity.role, crate::auth::Role::Device | crate::auth::Role::Provisioning),
         client: session.stats.clone(),
         messages: TokenBucket::new(limits.publish_rate, limits.publish_burst, now),
         bytes: TokenBucket::new(limits.byte_rate, limits.byte_burst, now),
@@ -310,6 +313,8 @@ struct Session<'a, S> {
     link_rx: &'a mut LinkRx,
     ctx: &'a Context,
     acl: Acl,
+    info: Arc<ClientInfo>,
+    to_gateway: bool,
     client: Arc<ClientStats>,
     messages: TokenBucket,
     bytes: TokenBucket,
@@ -401,6 +406,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
     /// hands what is allowed to the router. Stops early when the client must pause.
     async fn forward_incoming(&mut self) -> Option<End> {
         let mut packets = Vec::new();
+        let mut for_gateway: Vec<(bytes::Bytes, bytes::Bytes)> = Vec::new();
         let mut end = None;
         while self.throttled_until.is_none() {
             match self.codec.read(&mut self.read_buf, self.ctx.config.max_packet_size) {
@@ -410,7 +416,12 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     break;
                 }
                 Ok(Frame::Packet(Packet::Publish(publish, properties))) => match self.check_publish(&publish) {
-                    Ok(()) => packets.push(Packet::Publish(publish, properties)),
+                    Ok(()) => {
+                        if self.to_gateway {
+                            for_gateway.push((publish.topic.clone(), publish.payload.clone()));
+                        }
+                        packets.push(Packet::Publish(publish, properties))
+                    }
                     Err(Some(stop)) => {
                         end = Some(stop);
                         break;
@@ -469,6 +480,14 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
             if self.link_tx.send(last).await.is_err() {
                 return Some(End::TakenOver);
             }
+        }
+        for (topic, payload) in for_gateway {
+            let message = DeviceMessage {
+                client: self.info.clone(),
+                topic: String::from_utf8_lossy(&topic).into_owned(),
+                payload,
+            };
+            self.ctx.bus.publish(Event::DeviceMessage(Arc::new(message))).await;
         }
         end
     }

@@ -228,7 +228,8 @@ pub async fn start(
     }
 
     // Revocation: end every live session of an identity that lost access.
-    let mut revocations = bus.subscribe_reliable("broker-revocations", 64);
+    let mut revocations =
+        bus.subscribe_reliable("broker-revocations", 64, |e| matches!(e, Event::IdentityRevoked { .. }));
     let revoke_sessions = sessions.clone();
     let revoke_stats = stats.clone();
     let revoke_shutdown = shutdown.clone();

@@ -65,6 +65,24 @@ pub struct DeviceRecord {
     pub data_format: Option<i64>,
     /// The latest reading as published on MQTT.
     pub last_reading: Option<serde_json::Value>,
+    pub site: Option<String>,
+    #[serde(rename = "type")]
+    pub device_type: Option<String>,
+    pub model: Option<String>,
+    pub manufacturer: Option<String>,
+    pub firmware: Option<String>,
+    pub hardware: Option<String>,
+    /// Declared telemetry fields and commands (LAN devices).
+    pub capabilities: Option<serde_json::Value>,
+    pub registered_at: Option<i64>,
+    /// Registered while a pairing window was open: can be approved without a code.
+    pub via_pairing: bool,
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<i64>,
+    pub claimed_from: Option<String>,
+    /// The device has connected with its own credentials since it was claimed.
+    pub credentials_confirmed: bool,
+    pub room: Option<String>,
 }
 
 /// Access for the API and the admin modules. Cheap to clone; queries run on a blocking thread.
@@ -126,11 +144,14 @@ impl Store {
     }
 }
 
-const DEVICE_SELECT: &str = "SELECT id, kind, mac, name, state, first_seen, last_seen, last_rssi, \
-     last_receiver, data_format, last_reading FROM devices";
+pub(crate) const DEVICE_SELECT: &str = "SELECT id, kind, mac, name, state, first_seen, last_seen, last_rssi, \
+     last_receiver, data_format, last_reading, site, device_type, model, manufacturer, firmware, hardware, \
+     capabilities, registered_at, via_pairing, claimed_by, claimed_at, claimed_from, credentials_confirmed, room \
+     FROM devices";
 
-fn device_from_row(row: &rusqlite::Row) -> rusqlite::Result<DeviceRecord> {
+pub(crate) fn device_from_row(row: &rusqlite::Row) -> rusqlite::Result<DeviceRecord> {
     let last_reading: Option<String> = row.get(10)?;
+    let capabilities: Option<String> = row.get(17)?;
     Ok(DeviceRecord {
         id: row.get(0)?,
         kind: row.get(1)?,
@@ -143,5 +164,19 @@ fn device_from_row(row: &rusqlite::Row) -> rusqlite::Result<DeviceRecord> {
         last_receiver: row.get(8)?,
         data_format: row.get(9)?,
         last_reading: last_reading.and_then(|json| serde_json::from_str(&json).ok()),
+        site: row.get(11)?,
+        device_type: row.get(12)?,
+        model: row.get(13)?,
+        manufacturer: row.get(14)?,
+        firmware: row.get(15)?,
+        hardware: row.get(16)?,
+        capabilities: capabilities.and_then(|json| serde_json::from_str(&json).ok()),
+        registered_at: row.get(18)?,
+        via_pairing: row.get(19)?,
+        claimed_by: row.get(20)?,
+        claimed_at: row.get(21)?,
+        claimed_from: row.get(22)?,
+        credentials_confirmed: row.get(23)?,
+        room: row.get(24)?,
     })
 }

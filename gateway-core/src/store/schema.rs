@@ -44,6 +44,59 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         password_hash TEXT
     );",
+    // 3: device lifecycle (registration, claiming), audit log, LAN telemetry, alerts
+    "ALTER TABLE devices ADD COLUMN site TEXT;
+    ALTER TABLE devices ADD COLUMN device_type TEXT;
+    ALTER TABLE devices ADD COLUMN model TEXT;
+    ALTER TABLE devices ADD COLUMN manufacturer TEXT;
+    ALTER TABLE devices ADD COLUMN firmware TEXT;
+    ALTER TABLE devices ADD COLUMN hardware TEXT;
+    ALTER TABLE devices ADD COLUMN capabilities TEXT;
+    ALTER TABLE devices ADD COLUMN registration_token_hash TEXT;
+    ALTER TABLE devices ADD COLUMN registered_at INTEGER;
+    ALTER TABLE devices ADD COLUMN via_pairing INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN claimed_by TEXT;
+    ALTER TABLE devices ADD COLUMN claimed_at INTEGER;
+    ALTER TABLE devices ADD COLUMN claimed_from TEXT;
+    ALTER TABLE devices ADD COLUMN credentials_confirmed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN room TEXT;
+    CREATE TABLE claim_codes (
+        device_id TEXT PRIMARY KEY,
+        code_hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        device_id TEXT,
+        source TEXT,
+        details TEXT
+    );
+    CREATE INDEX audit_device_ts ON audit(device_id, ts);
+    CREATE TABLE telemetry (
+        device_pk INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        field TEXT NOT NULL,
+        value REAL
+    );
+    CREATE INDEX telemetry_device_field_ts ON telemetry(device_pk, field, ts);
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        severity TEXT NOT NULL,
+        code TEXT,
+        message TEXT NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'active',
+        acknowledged_at INTEGER,
+        acknowledged_by TEXT,
+        details TEXT
+    );
+    CREATE INDEX alerts_device_ts ON alerts(device_id, ts);",
 ];
 
 pub fn schema_version() -> usize {

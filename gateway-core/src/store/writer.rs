@@ -82,7 +82,8 @@ pub fn spawn_writer(
     let conn = open_connection(&path)?;
     let (batches_tx, batches_rx) = mpsc::channel::<Vec<Arc<Reading>>>(4);
     // Reliable: the store must see every reading; a slow disk slows intake instead of losing data.
-    let subscription = bus.subscribe_reliable("store", config.batch_size.max(1024) * 2);
+    let subscription =
+        bus.subscribe_reliable("store", config.batch_size.max(1024) * 2, |e| matches!(e, Event::Reading(_)));
     let thread_stats = stats.clone();
     let thread_shutdown = shutdown.clone();
     let retention = config.retention;
