@@ -398,8 +398,8 @@ impl Config {
                 "bursts must allow at least one message (byte_burst at least max_packet_size)",
             );
         }
-        if self.devices.claim_code_ttl < Duration::from_secs(60) {
-            return invalid("devices.claim_code_ttl", "must be at least 1m");
+        if self.devices.claim_code_ttl < Duration::from_secs(1) {
+            return invalid("devices.claim_code_ttl", "must be at least 1s");
         }
         if self.devices.pairing_max.is_zero() || self.devices.pairing_max > Duration::from_secs(30 * 60) {
             return invalid("devices.pairing_max", "must be between 1s and 30m (pairing windows are short on purpose)");

@@ -172,6 +172,7 @@ impl Gateway {
             registry: registry.clone(),
             bluetooth,
             simulator,
+            lifecycle: lifecycle.stats.clone(),
         };
 
         tasks.spawn(broker::run_gateway_link(

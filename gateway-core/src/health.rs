@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::broker::{BrokerSnapshot, BrokerStats};
 use crate::bus::{Bus, BusSnapshot};
+use crate::lifecycle::LifecycleStats;
 use crate::pipeline::{PipelineSnapshot, PipelineStats};
 use crate::registry::Registry;
 use crate::store::{StoreSnapshot, StoreStats};
@@ -26,6 +27,17 @@ pub struct Health {
     pub registry: Registry,
     pub bluetooth: String,
     pub simulator: Option<SimulatorInfo>,
+    pub lifecycle: Arc<LifecycleStats>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleReport {
+    pub registrations: u64,
+    pub registrations_rejected: u64,
+    pub claims: u64,
+    pub claim_failures: u64,
+    pub claim_lockouts: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -51,6 +63,7 @@ pub struct HealthReport {
     /// `disabled`, `unavailable: <why>` or the scanner state.
     pub bluetooth: String,
     pub simulator: Option<SimulatorInfo>,
+    pub lifecycle: LifecycleReport,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -84,6 +97,17 @@ impl Health {
             bus: self.bus.snapshot(),
             bluetooth: self.bluetooth.clone(),
             simulator: self.simulator.clone(),
+            lifecycle: {
+                let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+                let l = &self.lifecycle;
+                LifecycleReport {
+                    registrations: get(&l.registrations),
+                    registrations_rejected: get(&l.registrations_rejected),
+                    claims: get(&l.claims),
+                    claim_failures: get(&l.claim_failures),
+                    claim_lockouts: get(&l.claim_lockouts),
+                }
+            },
         }
     }
 }

@@ -103,6 +103,13 @@ pub fn parse(payload: &[u8], client_id: Option<&str>) -> Result<Registration, Fi
             return Err(error("deviceId", format!("must equal the MQTT client id `{client_id}`")));
         }
     }
+    // Checked in document order, so the first error is the first problem a reader meets.
+    let name = required_string(&object, "name", 64)?;
+    let device_type = required_string(&object, "type", 32)?;
+    let model = optional_string(&object, "model", 64)?;
+    let manufacturer = optional_string(&object, "manufacturer", 64)?;
+    let firmware = optional_string(&object, "firmware", 64)?;
+    let hardware = optional_string(&object, "hardware", 64)?;
     let token = required_string(&object, "registrationToken", 128)?;
     if token.len() < 16 {
         return Err(error("registrationToken", "use at least 16 random characters"));
@@ -111,12 +118,12 @@ pub fn parse(payload: &[u8], client_id: Option<&str>) -> Result<Registration, Fi
         return Err(error("capabilities", "required: an object with `telemetry` and `commands` arrays"));
     };
     Ok(Registration {
-        name: required_string(&object, "name", 64)?,
-        device_type: required_string(&object, "type", 32)?,
-        model: optional_string(&object, "model", 64)?,
-        manufacturer: optional_string(&object, "manufacturer", 64)?,
-        firmware: optional_string(&object, "firmware", 64)?,
-        hardware: optional_string(&object, "hardware", 64)?,
+        name,
+        device_type,
+        model,
+        manufacturer,
+        firmware,
+        hardware,
         capabilities: parse_capabilities(capabilities)?,
         registration_token: token,
         device_id,

@@ -101,7 +101,7 @@ pub struct Lifecycle {
     undelivered: Mutex<HashMap<String, String>>,
     pairing_until: Mutex<Option<i64>>,
     pub catalog: Catalog,
-    pub stats: LifecycleStats,
+    pub stats: Arc<LifecycleStats>,
 }
 
 fn hash_token(key: &[u8], token: &str) -> String {
@@ -148,7 +148,7 @@ impl Lifecycle {
             undelivered: Mutex::new(HashMap::new()),
             pairing_until: Mutex::new(None),
             catalog,
-            stats: LifecycleStats::default(),
+            stats: Arc::default(),
         }))
     }
 

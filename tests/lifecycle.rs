@@ -1,0 +1,251 @@
+//! The device lifecycle against the real daemon with real MQTT clients: register → pending →
+//! claim → credentials → reconnect with its own identity → telemetry; wrong, expired and reused
+//! codes; pairing approval; deactivation.
+
+use std::time::Duration;
+
+use gatehouse_tests::mqtt::{options_as, Client, Message};
+use gatehouse_tests::{Credentials, Daemon};
+use rumqttc::{QoS, SubscribeReasonCode};
+use serde_json::{json, Value};
+
+async fn provisioning(daemon: &Daemon) -> Credentials {
+    let p = daemon.get_json("/api/provisioning").await;
+    assert_eq!(p["username"], "provision");
+    Credentials { username: "provision".into(), password: p["password"].as_str().unwrap().into() }
+}
+
+fn registration(device_id: &str) -> Value {
+    json!({
+        "deviceId": device_id, "name": "Kitchen sensor", "type": "sensor", "model": "ESP32-C3",
+        "manufacturer": "Acme", "firmware": "1.0.0", "hardware": "rev B",
+        "registrationToken": format!("token-{device_id}-0123456789"),
+        "capabilities": {
+            "telemetry": [{"name": "temperature", "unit": "°C", "type": "number"}],
+            "commands": [{"name": "reboot"}]
+        }
+    })
+}
+
+/// A factory-fresh device: connected with the shared provisioning identity, listening for replies.
+async fn fresh_device(daemon: &Daemon, device_id: &str) -> Client {
+    let provision = provisioning(daemon).await;
+    let mut client = Client::connect(options_as(device_id, daemon.runtime.mqtt, &provision)).await;
+    let codes = client.subscribe_many(&[&format!("provisioning/home/{device_id}/reply")]).await;
+    assert_eq!(codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    client
+}
+
+async fn send_registration(client: &mut Client, device_id: &str, body: &Value) -> Message {
+    client
+        .client
+        .publish(format!("provisioning/home/{device_id}/register"), QoS::AtLeastOnce, false, body.to_string())
+        .await
+        .unwrap();
+    client.next_on(&format!("provisioning/home/{device_id}/reply"), Duration::from_secs(10)).await.expect("a reply")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_claim_receive_credentials_and_send_telemetry() {
+    let daemon = Daemon::start(&[]);
+    let addr = daemon.runtime.mqtt;
+    let viewer = daemon.account("viewer", "service", &[]).await;
+    let mut watcher = Client::connect(options_as("watcher", addr, &viewer)).await;
+    watcher.subscribe_many(&["devices/home/esp32-a1b2/telemetry", "devices/home/esp32-a1b2/status"]).await;
+
+    let mut device = fresh_device(&daemon, "esp32-a1b2").await;
+    let reply = send_registration(&mut device, "esp32-a1b2", &registration("esp32-a1b2")).await.json();
+    assert_eq!(reply["status"], "pending", "{reply}");
+    let code = reply["claimCode"].as_str().unwrap().to_string();
+    assert_eq!(code.len(), 11, "{code}");
+    assert!(reply["expiresAt"].as_i64().unwrap() > reply_time_floor());
+    assert!(!reply.to_string().contains("token-"), "the registration token is never echoed");
+
+    // Re-registration refreshes the same device and keeps its code.
+    let again = send_registration(&mut device, "esp32-a1b2", &registration("esp32-a1b2")).await.json();
+    assert_eq!(again["claimCode"], code.as_str());
+    let pending = daemon.get_json("/api/devices?state=pending_claim").await;
+    assert_eq!(pending.as_array().unwrap().len(), 1);
+    assert_eq!(pending[0]["model"], "ESP32-C3");
+    assert_eq!(pending[0]["capabilities"]["commands"][0]["name"], "reboot");
+
+    // A pending device cannot publish telemetry: its identity only opens its provisioning topics.
+    device
+        .client
+        .publish("devices/home/esp32-a1b2/telemetry", QoS::AtLeastOnce, false, "{\"temperature\":1}")
+        .await
+        .unwrap();
+    assert!(watcher.next_on("devices/home/esp32-a1b2/telemetry", Duration::from_secs(1)).await.is_none());
+
+    // The person types the code (lower case, with a space instead of the dash).
+    let typed = code.to_lowercase().replace('-', " ");
+    let (status, claimed) = daemon.post_json("/api/claims", json!({ "code": typed })).await;
+    assert_eq!(status, 200, "{claimed}");
+    assert_eq!(claimed["state"], "active");
+    assert!(claimed["claimedBy"].as_str().unwrap().starts_with("api@127.0.0.1"));
+    assert!(claimed["claimedAt"].is_number());
+
+    let credentials =
+        device.next_on("provisioning/home/esp32-a1b2/reply", Duration::from_secs(5)).await.expect("credentials");
+    assert!(!credentials.retain, "credentials are never retained");
+    let credentials = credentials.json();
+    assert_eq!(credentials["status"], "credentials");
+    assert_eq!(credentials["username"], "esp32-a1b2");
+    let password = credentials["password"].as_str().unwrap().to_string();
+    assert!(password.len() >= 32, "at least 128 bits");
+
+    // The code is used up.
+    let (status, body) = daemon.post_json("/api/claims", json!({ "code": code })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_code")));
+
+    // The device reconnects as itself and is confined to its own topics.
+    device.client.disconnect().await.unwrap();
+    let own = Credentials { username: "esp32-a1b2".into(), password };
+    let mut device = Client::connect(options_as("esp32-a1b2", addr, &own)).await;
+    let status = watcher.next_on("devices/home/esp32-a1b2/status", Duration::from_secs(5)).await.expect("online");
+    assert_eq!(status.text(), "online");
+    assert_eq!(
+        device.subscribe_many(&["devices/home/esp32-a1b2/commands", "#"]).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce), SubscribeReasonCode::Failure]
+    );
+    device
+        .client
+        .publish("devices/home/esp32-a1b2/telemetry", QoS::AtLeastOnce, false, "{\"temperature\":21.5}")
+        .await
+        .unwrap();
+    let telemetry =
+        watcher.next_on("devices/home/esp32-a1b2/telemetry", Duration::from_secs(5)).await.expect("telemetry");
+    assert_eq!(telemetry.json()["temperature"], 21.5);
+
+    // Everything is in the audit log, newest first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = daemon.get_json("/api/audit?device=esp32-a1b2").await;
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, vec!["connected_with_own_credentials", "claimed", "registered", "registered"]);
+    assert_eq!(audit[1]["source"], "127.0.0.1");
+
+    // Deactivation kicks the device; its password no longer works; history stays.
+    let (status, deactivated) = daemon.post_json("/api/devices/esp32-a1b2/deactivate", Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(deactivated["state"], "deactivated");
+    assert!(device.wait_closed(Duration::from_secs(5)).await.is_some(), "kicked at once");
+    let offline = watcher.next_on("devices/home/esp32-a1b2/status", Duration::from_secs(5)).await.expect("offline");
+    assert_eq!(offline.text(), "offline");
+    let refused = Client::try_connect(options_as("esp32-a1b2", addr, &own)).await;
+    assert!(matches!(
+        refused,
+        Err(rumqttc::ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized))
+    ));
+
+    // A deactivated device can register again and be claimed anew.
+    let mut device = fresh_device(&daemon, "esp32-a1b2").await;
+    let reply = send_registration(&mut device, "esp32-a1b2", &registration("esp32-a1b2")).await.json();
+    assert_eq!(reply["status"], "pending");
+    let (status, _) = daemon.post_json("/api/claims", json!({ "code": reply["claimCode"] })).await;
+    assert_eq!(status, 200);
+}
+
+fn reply_time_floor() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_lock_the_source_out_and_expired_codes_say_so() {
+    let daemon = Daemon::start_with_config("[devices]\nclaim_code_ttl = \"2s\"\n", &[]);
+    let mut device = fresh_device(&daemon, "slow-device").await;
+    let reply = send_registration(&mut device, "slow-device", &registration("slow-device")).await.json();
+    let code = reply["claimCode"].as_str().unwrap().to_string();
+
+    let (status, body) = daemon.post_json("/api/claims", json!({ "code": "not a code" })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_code")));
+    for left in [3, 2, 1] {
+        let (status, body) = daemon.post_json("/api/claims", json!({ "code": "ZZZZZ-ZZZZZ" })).await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(&format!("{left} attempts left")), "{body}");
+    }
+    let (status, body) = daemon.post_json("/api/claims", json!({ "code": "ZZZZZ-ZZZZZ" })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_attempts")));
+    // Locked out: even the right code is refused from this source for now.
+    let (status, body) = daemon.post_json("/api/claims", json!({ "code": code })).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("try again in"), "{body}");
+    let health = daemon.get_json("/api/health").await;
+    assert!(health["lifecycle"]["claimLockouts"].as_u64().unwrap() >= 1, "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_codes_are_refused_with_a_reason() {
+    let daemon = Daemon::start_with_config("[devices]\nclaim_code_ttl = \"1s\"\n", &[]);
+    let mut device = fresh_device(&daemon, "late-device").await;
+    let reply = send_registration(&mut device, "late-device", &registration("late-device")).await.json();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body) = daemon.post_json("/api/claims", json!({ "code": reply["claimCode"] })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (410, Some("code_expired")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("claim-code"), "says how to get a new code: {body}");
+    let (status, fresh) = daemon.post_json("/api/devices/late-device/claim-code", Value::Null).await;
+    assert_eq!(status, 201);
+    // The device's display gets the new code too.
+    let pushed = device.next_on("provisioning/home/late-device/reply", Duration::from_secs(5)).await.unwrap().json();
+    assert_eq!(pushed["claimCode"], fresh["claimCode"]);
+    let (status, _) = daemon.post_json("/api/claims", json!({ "code": fresh["claimCode"] })).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_registrations_get_an_error_naming_the_field() {
+    let daemon = Daemon::start(&[]);
+    let mut device = fresh_device(&daemon, "broken-1").await;
+    let mut body = registration("broken-1");
+    body["capabilities"]["commands"][0]["parameters"] = json!({"type": "nonsense"});
+    let reply = send_registration(&mut device, "broken-1", &body).await.json();
+    assert_eq!(reply["status"], "error");
+    assert_eq!(reply["code"], "invalid_registration");
+    assert_eq!(reply["field"], "capabilities.commands[0].parameters");
+
+    // The device id must be the client id the device connected with.
+    let reply = send_registration(&mut device, "broken-1", &registration("someone-else")).await.json();
+    assert_eq!(reply["field"], "deviceId");
+    let reply = send_registration(&mut device, "broken-1", &json!("not an object")).await.json();
+    assert_eq!(reply["field"], "(payload)");
+
+    // HTTP registration answers the same way.
+    let (status, reply) = daemon.post_json("/api/devices/register", json!({"deviceId": "x"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(reply["field"], "name");
+    let health = daemon.get_json("/api/health").await;
+    assert_eq!(health["lifecycle"]["registrationsRejected"], 4, "{health}");
+    assert_eq!(daemon.get_json("/api/devices").await.as_array().unwrap().len(), 0, "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pairing_window_lets_new_devices_be_approved_with_one_click() {
+    let daemon = Daemon::start(&[]);
+    let mut early = fresh_device(&daemon, "early").await;
+    send_registration(&mut early, "early", &registration("early")).await;
+
+    let (status, pairing) = daemon.post_json("/api/pairing", json!({ "minutes": 60 })).await;
+    assert_eq!(status, 200);
+    assert_eq!(pairing["open"], true);
+    let until = pairing["until"].as_i64().unwrap();
+    assert!(until - reply_time_floor() <= 5 * 60 * 1000 + 1000, "capped at 5 minutes: {pairing}");
+
+    let mut paired = fresh_device(&daemon, "paired").await;
+    let reply = send_registration(&mut paired, "paired", &registration("paired")).await.json();
+    assert_eq!(reply["pairingWindow"], true);
+    let inbox = daemon.get_json("/api/devices?state=pending_claim").await;
+    let paired_view = inbox.as_array().unwrap().iter().find(|d| d["id"] == "paired").unwrap();
+    assert_eq!(paired_view["viaPairing"], true);
+
+    let (status, approved) = daemon.post_json("/api/devices/paired/approve", Value::Null).await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["state"], "active");
+    assert_eq!(
+        paired.next_on("provisioning/home/paired/reply", Duration::from_secs(5)).await.unwrap().json()["status"],
+        "credentials"
+    );
+
+    let (status, body) = daemon.post_json("/api/devices/early/approve", Value::Null).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("not_from_pairing")));
+    let response = reqwest::Client::new().delete(daemon.http("/api/pairing")).send().await.unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["open"], false);
+}
