@@ -24,3 +24,11 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Gatehouse's broker against Mosquitto under the same MQTT load (Markdown report on stdout).
+# Tries a 65536 open-file limit and falls back to the hard limit where it cannot be raised.
+.PHONY: bench-broker
+bench-broker:
+	./scripts/setup.sh test
+	$(CARGO) build --release -p gateway-core --bin gatehouse --bin gatehouse-loadgen
+	bash -c 'ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; ./target/release/gatehouse-loadgen $(ARGS)'

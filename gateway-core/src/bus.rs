@@ -34,6 +34,10 @@ pub enum Event {
     IdentityRevoked { username: String, reason: &'static str },
     /// A PUBLISH from a device or provisioning client that the ACL let through.
     DeviceMessage(Arc<DeviceMessage>),
+    /// Validated telemetry from a LAN device (its declared numeric and boolean fields).
+    Telemetry(Arc<LanTelemetry>),
+    /// An alert a device raised (or, later, a gateway rule).
+    Alert(Arc<AlertRecord>),
     /// A message the gateway wants published on its own broker.
     MqttPublish(Arc<OutgoingMessage>),
     /// A device's lifecycle changed (registered, claimed, deactivated, deleted…).
@@ -45,6 +49,34 @@ pub struct DeviceMessage {
     pub client: Arc<ClientInfo>,
     pub topic: String,
     pub payload: bytes::Bytes,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LanTelemetry {
+    pub device_id: String,
+    /// The device's own timestamp when it sent one, else reception time (ms).
+    pub ts: i64,
+    /// Numeric values (booleans as 0/1) of the declared fields present in the message.
+    pub values: Vec<(String, f64)>,
+    /// The message as the device sent it.
+    pub raw: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRecord {
+    pub id: i64,
+    pub device_id: String,
+    pub site: String,
+    pub ts: i64,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    pub code: Option<String>,
+    pub message: String,
+    /// `device` (raised by the device) or `rule:<name>`.
+    pub source: String,
+    pub details: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]

@@ -107,15 +107,17 @@ impl Gateway {
             )
         });
         let lifecycle_events = bus.subscribe_reliable("lifecycle", 1024, |e| match e {
-            Event::DeviceMessage(m) => m.client.role.as_deref() == Some("provisioning"),
+            Event::DeviceMessage(m) => match m.client.role.as_deref() {
+                Some("provisioning") => true,
+                Some("device") => m.topic.ends_with("/alert"),
+                _ => false,
+            },
             Event::ClientConnected(c) => c.role.as_deref() == Some("device"),
             _ => false,
         });
         let registry_events = bus.subscribe("registry");
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
-        let mqtt =
-            broker::start(&config.mqtt, &data_dir, bus.clone(), directory.clone(), &tasks, shutdown.clone()).await?;
         let lifecycle = Lifecycle::start(
             store.clone(),
             directory.clone(),
@@ -124,6 +126,16 @@ impl Gateway {
             &data_dir,
             config.devices.claim_code_ttl,
             config.devices.pairing_max,
+        )
+        .await?;
+        let mqtt = broker::start(
+            &config.mqtt,
+            &data_dir,
+            bus.clone(),
+            directory.clone(),
+            lifecycle.catalog.clone(),
+            &tasks,
+            shutdown.clone(),
         )
         .await?;
         lifecycle::ensure_provisioning_identity(&directory, &data_dir, &config.site, false).await?;

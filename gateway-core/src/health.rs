@@ -38,6 +38,8 @@ pub struct LifecycleReport {
     pub claims: u64,
     pub claim_failures: u64,
     pub claim_lockouts: u64,
+    pub alerts_recorded: u64,
+    pub alerts_rejected: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -106,6 +108,8 @@ impl Health {
                     claims: get(&l.claims),
                     claim_failures: get(&l.claim_failures),
                     claim_lockouts: get(&l.claim_lockouts),
+                    alerts_recorded: get(&l.alerts_recorded),
+                    alerts_rejected: get(&l.alerts_rejected),
                 }
             },
         }

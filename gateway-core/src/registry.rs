@@ -17,6 +17,9 @@ use crate::reading::{now_ms, ruuvi_kind};
 pub struct LiveState {
     pub online: bool,
     pub last_seen: i64,
+    /// Availability follows an MQTT connection (LAN devices), not silence.
+    #[serde(skip)]
+    pub connected: bool,
 }
 
 /// Shared, read-mostly view of every known device's live state.
@@ -28,7 +31,7 @@ pub struct Registry {
 impl Registry {
     /// Seeds the registry with devices known from the store; they start offline.
     pub fn with_known(known: impl IntoIterator<Item = (String, i64)>) -> Registry {
-        let devices = known.into_iter().map(|(id, last_seen)| (id, LiveState { online: false, last_seen })).collect();
+        let devices = known.into_iter().map(|(id, last_seen)| (id, LiveState { online: false, last_seen, connected: false })).collect();
         Registry { devices: Arc::new(RwLock::new(devices)) }
     }
 
@@ -51,7 +54,7 @@ impl Registry {
                 (false, came_online)
             }
             None => {
-                devices.insert(device_id.to_string(), LiveState { online: true, last_seen: at });
+                devices.insert(device_id.to_string(), LiveState { online: true, last_seen: at, connected: false });
                 (true, true)
             }
         }
@@ -61,12 +64,21 @@ impl Registry {
         self.devices.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
+    /// Records a LAN device's connection state; LAN devices do not expire by silence.
+    fn set_online(&self, device_id: &str, online: bool, at: i64) {
+        let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        let state = devices.entry(device_id.to_string()).or_insert(LiveState { online, last_seen: at, connected: true });
+        state.online = online;
+        state.connected = true;
+        state.last_seen = state.last_seen.max(at);
+    }
+
     /// Marks devices silent since before `cutoff` offline and returns their ids.
     fn expire(&self, cutoff: i64) -> Vec<String> {
         let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
         devices
             .iter_mut()
-            .filter(|(_, s)| s.online && s.last_seen < cutoff)
+            .filter(|(_, s)| s.online && !s.connected && s.last_seen < cutoff)
             .map(|(id, s)| {
                 s.online = false;
                 id.clone()
@@ -111,6 +123,15 @@ pub async fn run(
                         bus.publish(Event::Availability(Availability { device_id: reading.device_id.clone(), online: true, at: reading.ts })).await;
                     }
                 }
+                // LAN devices: online exactly while their MQTT session lasts (the broker publishes
+                // their status itself).
+                Some(Event::ClientConnected(client)) if client.role.as_deref() == Some("device") => {
+                    registry.set_online(&client.client_id, true, now_ms());
+                }
+                Some(Event::ClientDisconnected { client, at, .. }) if client.role.as_deref() == Some("device") => {
+                    registry.set_online(&client.client_id, false, at);
+                }
+                Some(Event::Telemetry(telemetry)) => registry.set_online(&telemetry.device_id, true, telemetry.ts),
                 Some(_) => {}
                 None => return,
             },
@@ -141,7 +162,7 @@ mod tests {
         let mut expired = registry.expire(2_500);
         expired.sort();
         assert_eq!(expired, vec!["new".to_string(), "old".to_string()]);
-        assert_eq!(registry.get("new"), Some(LiveState { online: false, last_seen: 2_000 }));
+        assert_eq!(registry.get("new"), Some(LiveState { online: false, last_seen: 2_000, connected: false }));
         assert_eq!(registry.seen("new", 3_000), (false, true));
     }
 }

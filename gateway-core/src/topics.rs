@@ -25,6 +25,11 @@ pub fn provisioning_reply(site: &str, client_id: &str) -> String {
     format!("provisioning/{site}/{client_id}/reply")
 }
 
+/// Alerts raised by devices or gateway rules: JSON, not retained.
+pub fn gateway_alerts(site: &str) -> String {
+    format!("gatehouse/{site}/alerts")
+}
+
 /// The gateway's periodic health report: JSON, retained.
 pub fn gateway_health(site: &str) -> String {
     format!("gatehouse/{site}/health")

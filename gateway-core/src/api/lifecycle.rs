@@ -234,6 +234,15 @@ pub async fn audit(
     Ok(Json(entries))
 }
 
+pub async fn alerts(
+    State(state): State<ApiState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<db::AlertRow>>, ApiError> {
+    let device = query.get("device").cloned();
+    let limit = query.get("limit").and_then(|v| v.parse::<i64>().ok()).unwrap_or(200).clamp(1, 10_000);
+    Ok(Json(state.store.run(move |conn| Ok(db::alerts(conn, device.as_deref(), limit)?)).await?))
+}
+
 fn internal(error: anyhow::Error) -> ApiError {
     ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: error.to_string() }
 }

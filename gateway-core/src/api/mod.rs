@@ -59,6 +59,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/provisioning", get(lifecycle::provisioning))
         .route("/api/provisioning/rotate", axum::routing::post(lifecycle::rotate_provisioning))
         .route("/api/audit", get(lifecycle::audit))
+        .route("/api/alerts", get(lifecycle::alerts))
         .route("/api/devices/{id}/readings", get(devices::readings))
         .route("/api/live", get(live::upgrade))
         .route("/api/broker/clients", get(broker::clients))

@@ -26,8 +26,9 @@ use super::codec::{Codec, Frame};
 use super::limits::{FlapTracker, TokenBucket};
 use super::sessions::{ClientStats, Sessions};
 use super::{BrokerStats, LinkFactory};
-use crate::auth::{Acl, Directory};
-use crate::bus::{Bus, ClientInfo, DeviceMessage, Event};
+use crate::auth::{Acl, Directory, Role};
+use crate::lifecycle::{registration, Catalog};
+use crate::bus::{Bus, ClientInfo, DeviceMessage, Event, LanTelemetry};
 use crate::config::MqttConfig;
 use crate::reading::now_ms;
 use crate::topics::RESERVED_CLIENT_PREFIX;
@@ -40,6 +41,8 @@ pub(super) struct Context {
     pub directory: Arc<Directory>,
     pub sessions: Sessions,
     pub flaps: FlapTracker,
+    /// Declared telemetry fields of active LAN devices.
+    pub catalog: Catalog,
 }
 
 /// Why a session ended; decides whether the will is published.
@@ -231,7 +234,9 @@ pub(super) async fn serve<S>(
         acl: auth.acl,
         info: info.clone(),
         // Devices and provisioning clients talk to the gateway itself: their publishes go on the bus.
-        to_gateway: matches!(auth.identity.role, crate::auth::Role::Device | crate::auth::Role::Provisioning),
+        to_gateway: matches!(auth.identity.role, Role::Device | Role::Provisioning),
+        telemetry_topic: (auth.identity.role == Role::Device)
+            .then(|| crate::topics::device_topic(&auth.identity.site, &auth.identity.username, "telemetry")),
         client: session.stats.clone(),
         messages: TokenBucket::new(limits.publish_rate, limits.publish_burst, now),
         bytes: TokenBucket::new(limits.byte_rate, limits.byte_burst, now),
@@ -315,6 +320,8 @@ struct Session<'a, S> {
     acl: Acl,
     info: Arc<ClientInfo>,
     to_gateway: bool,
+    /// A device's own telemetry topic: messages there are checked against its declared fields.
+    telemetry_topic: Option<String>,
     client: Arc<ClientStats>,
     messages: TokenBucket,
     bytes: TokenBucket,
@@ -406,7 +413,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
     /// hands what is allowed to the router. Stops early when the client must pause.
     async fn forward_incoming(&mut self) -> Option<End> {
         let mut packets = Vec::new();
-        let mut for_gateway: Vec<(bytes::Bytes, bytes::Bytes)> = Vec::new();
+        let mut for_gateway: Vec<Event> = Vec::new();
         let mut end = None;
         while self.throttled_until.is_none() {
             match self.codec.read(&mut self.read_buf, self.ctx.config.max_packet_size) {
@@ -416,10 +423,8 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     break;
                 }
                 Ok(Frame::Packet(Packet::Publish(publish, properties))) => match self.check_publish(&publish) {
-                    Ok(()) => {
-                        if self.to_gateway {
-                            for_gateway.push((publish.topic.clone(), publish.payload.clone()));
-                        }
+                    Ok(event) => {
+                        for_gateway.extend(event);
                         packets.push(Packet::Publish(publish, properties))
                     }
                     Err(Some(stop)) => {
@@ -481,19 +486,15 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 return Some(End::TakenOver);
             }
         }
-        for (topic, payload) in for_gateway {
-            let message = DeviceMessage {
-                client: self.info.clone(),
-                topic: String::from_utf8_lossy(&topic).into_owned(),
-                payload,
-            };
-            self.ctx.bus.publish(Event::DeviceMessage(Arc::new(message))).await;
+        for event in for_gateway {
+            self.ctx.bus.publish(event).await;
         }
         end
     }
 
-    /// `Ok` to forward; `Err(None)` refused and answered; `Err(Some(end))` ends the session.
-    fn check_publish(&mut self, publish: &Publish) -> Result<(), Option<End>> {
+    /// `Ok` to forward (with the event the gateway itself should see, if any); `Err(None)` refused
+    /// and answered; `Err(Some(end))` ends the session.
+    fn check_publish(&mut self, publish: &Publish) -> Result<Option<Event>, Option<End>> {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             self.ctx.stats.malformed_packets.fetch_add(1, Ordering::Relaxed);
             return Err(Some(End::Protocol(protocol::Error::TopicNotUtf8)));
@@ -529,7 +530,43 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
             self.client.throttled.fetch_add(1, Ordering::Relaxed);
             self.ctx.stats.throttled.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        if !self.to_gateway {
+            return Ok(None);
+        }
+        if self.telemetry_topic.as_deref() == Some(topic) {
+            return self.check_telemetry(publish).map(|t| t.map(|t| Event::Telemetry(Arc::new(t))));
+        }
+        let message = DeviceMessage { client: self.info.clone(), topic: topic.to_string(), payload: publish.payload.clone() };
+        Ok(Some(Event::DeviceMessage(Arc::new(message))))
+    }
+
+    /// Telemetry must match the fields the device declared when it registered; anything else is
+    /// logged, counted and not delivered. Devices with manually created credentials declared
+    /// nothing and are not checked.
+    fn check_telemetry(&mut self, publish: &Publish) -> Result<Option<LanTelemetry>, Option<End>> {
+        let device_id = &self.info.client_id;
+        let Some(capabilities) = self.ctx.catalog.get(device_id) else { return Ok(None) };
+        match registration::check_telemetry(&capabilities, &publish.payload) {
+            Ok((values, device_ts)) => {
+                let raw = serde_json::from_slice(&publish.payload).unwrap_or_default();
+                Ok(Some(LanTelemetry { device_id: device_id.clone(), ts: device_ts.unwrap_or_else(now_ms), values, raw }))
+            }
+            Err(error) => {
+                self.ctx.stats.telemetry_rejected.fetch_add(1, Ordering::Relaxed);
+                self.client.invalid_telemetry.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(device = %device_id, field = %error.field, reason = %error.message, "telemetry discarded: does not match the declared fields");
+                let (qos, pkid) = qos_and_pkid(publish);
+                match qos {
+                    1 => self.replies.push(Packet::PubAck(PubAck { pkid, reason: PubAckReason::PayloadFormatInvalid }, None)),
+                    2 => {
+                        self.denied_qos2.insert(pkid);
+                        self.replies.push(Packet::PubRec(PubRec { pkid, reason: PubRecReason::PayloadFormatInvalid }, None));
+                    }
+                    _ => {}
+                }
+                Err(None)
+            }
+        }
     }
 
     fn count_denial(&self) {

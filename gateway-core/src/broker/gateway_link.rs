@@ -92,6 +92,10 @@ pub async fn run_gateway_link(
                 let device_site = client.site.as_deref().unwrap_or(&site);
                 publish_retained(&mut tx, topics::device_status(device_site, &client.client_id), topics::OFFLINE).await;
             }
+            Some(Event::Alert(alert)) => {
+                let payload = serde_json::to_vec(&*alert).unwrap_or_default();
+                let _ = tx.publish(topics::gateway_alerts(&alert.site), payload);
+            }
             Some(Event::MqttPublish(message)) => {
                 let publish = Publish::new(Bytes::from(message.topic.clone()), message.payload.clone(), message.retain);
                 let _ = tx.send(Packet::Publish(publish, None)).await;

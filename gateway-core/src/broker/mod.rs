@@ -56,6 +56,7 @@ pub struct BrokerStats {
     pub(crate) keepalive_timeouts: AtomicU64,
     pub(crate) flap_bans: AtomicU64,
     pub(crate) sessions_revoked: AtomicU64,
+    pub(crate) telemetry_rejected: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -78,6 +79,8 @@ pub struct BrokerSnapshot {
     pub sessions_revoked: u64,
     /// Messages skipped for subscribers that fell further behind than the router keeps.
     pub dropped_for_slow_subscribers: u64,
+    /// Device telemetry discarded for not matching the declared fields.
+    pub telemetry_rejected: u64,
 }
 
 impl BrokerStats {
@@ -100,6 +103,7 @@ impl BrokerStats {
             flap_bans: get(&self.flap_bans),
             sessions_revoked: get(&self.sessions_revoked),
             dropped_for_slow_subscribers: drops::total(),
+            telemetry_rejected: get(&self.telemetry_rejected),
         }
     }
 }
@@ -149,6 +153,7 @@ pub async fn start(
     data_dir: &Path,
     bus: Bus,
     directory: Arc<Directory>,
+    catalog: crate::lifecycle::Catalog,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Broker> {
@@ -187,6 +192,7 @@ pub async fn start(
             window: config.flap_window,
             ban: config.flap_ban,
         }),
+        catalog,
     });
     drops::attach(sessions.clone());
     let guard = AddressGuard::default();

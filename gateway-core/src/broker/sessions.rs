@@ -22,6 +22,8 @@ pub struct ClientStats {
     pub throttled: AtomicU64,
     /// Messages the router skipped because this client fell too far behind.
     pub dropped: AtomicU64,
+    /// Telemetry discarded because it did not match the device's declared fields.
+    pub invalid_telemetry: AtomicU64,
 }
 
 struct Entry {
@@ -55,6 +57,7 @@ pub struct ClientView {
     pub denied: u64,
     pub throttled: u64,
     pub dropped: u64,
+    pub invalid_telemetry: u64,
     /// Average publishes per second since the client connected.
     pub publish_rate_in: f64,
     pub publish_rate_out: f64,
@@ -134,6 +137,7 @@ impl Sessions {
                     denied: get(&e.stats.denied),
                     throttled: get(&e.stats.throttled),
                     dropped: get(&e.stats.dropped),
+                    invalid_telemetry: get(&e.stats.invalid_telemetry),
                     publish_rate_in: get(&e.stats.publishes_in) as f64 / seconds,
                     publish_rate_out: get(&e.stats.publishes_out) as f64 / seconds,
                 }

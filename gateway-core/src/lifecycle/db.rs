@@ -203,3 +203,60 @@ pub fn audit_list(conn: &Connection, device_id: Option<&str>, limit: i64) -> rus
     })?;
     rows.collect()
 }
+
+/// Stores an alert and returns its id.
+pub fn insert_alert(conn: &Connection, alert: &crate::bus::AlertRecord) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO alerts (device_id, ts, severity, code, message, source, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            alert.device_id,
+            alert.ts,
+            alert.severity,
+            alert.code,
+            alert.message,
+            alert.source,
+            alert.details.as_ref().map(|d| d.to_string())
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRow {
+    pub id: i64,
+    pub device_id: String,
+    pub ts: i64,
+    pub severity: String,
+    pub code: Option<String>,
+    pub message: String,
+    pub source: String,
+    pub state: String,
+    pub acknowledged_at: Option<i64>,
+    pub acknowledged_by: Option<String>,
+    pub details: Option<serde_json::Value>,
+}
+
+pub fn alerts(conn: &Connection, device_id: Option<&str>, limit: i64) -> rusqlite::Result<Vec<AlertRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, device_id, ts, severity, code, message, source, state, acknowledged_at, acknowledged_by, details \
+         FROM alerts WHERE ?1 IS NULL OR device_id = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![device_id, limit], |r| {
+        let details: Option<String> = r.get(10)?;
+        Ok(AlertRow {
+            id: r.get(0)?,
+            device_id: r.get(1)?,
+            ts: r.get(2)?,
+            severity: r.get(3)?,
+            code: r.get(4)?,
+            message: r.get(5)?,
+            source: r.get(6)?,
+            state: r.get(7)?,
+            acknowledged_at: r.get(8)?,
+            acknowledged_by: r.get(9)?,
+            details: details.and_then(|d| serde_json::from_str(&d).ok()),
+        })
+    })?;
+    rows.collect()
+}

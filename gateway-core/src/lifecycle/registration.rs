@@ -233,6 +233,37 @@ pub fn check_telemetry(
     Ok((numbers, ts))
 }
 
+/// An alert as a device sends it on `devices/{site}/{id}/alert`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceAlert {
+    pub severity: String,
+    pub code: Option<String>,
+    pub message: String,
+    pub details: Option<Value>,
+    pub ts: Option<i64>,
+}
+
+pub fn parse_alert(payload: &[u8]) -> Result<DeviceAlert, FieldError> {
+    let value: Value = serde_json::from_slice(payload).map_err(|e| error("(payload)", format!("not JSON: {e}")))?;
+    let Value::Object(object) = value else { return Err(error("(payload)", "must be a JSON object")) };
+    known_keys(&object, "", &["severity", "code", "message", "details", "ts"])?;
+    let severity = required_string(&object, "severity", 16)?;
+    if !matches!(severity.as_str(), "info" | "warning" | "critical") {
+        return Err(error("severity", "one of info, warning, critical"));
+    }
+    let ts = match object.get("ts") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| error("ts", "must be an integer (ms since the epoch)"))?),
+    };
+    Ok(DeviceAlert {
+        severity,
+        code: optional_string(&object, "code", 64)?,
+        message: required_string(&object, "message", 500)?,
+        details: object.get("details").cloned().filter(|d| !d.is_null()),
+        ts,
+    })
+}
+
 fn valid_field_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -351,6 +382,21 @@ mod tests {
         }
         assert_eq!(parse(b"{nope", None).unwrap_err().field, "(payload)");
         assert_eq!(parse(b"[1]", None).unwrap_err().field, "(payload)");
+    }
+
+    #[test]
+    fn alerts_table() {
+        let ok = parse_alert(br#"{"severity":"warning","code":"door_open","message":"Door open for 5 min","details":{"minutes":5}}"#).unwrap();
+        assert_eq!((ok.severity.as_str(), ok.code.as_deref()), ("warning", Some("door_open")));
+        for (payload, field) in [
+            (r#"{"severity":"panic","message":"x"}"#, "severity"),
+            (r#"{"severity":"info"}"#, "message"),
+            (r#"{"severity":"info","message":"x","colour":1}"#, "colour"),
+            (r#"{"severity":"info","message":"x","ts":"now"}"#, "ts"),
+            ("[]", "(payload)"),
+        ] {
+            assert_eq!(parse_alert(payload.as_bytes()).unwrap_err().field, field, "{payload}");
+        }
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct LifecycleStats {
     pub claims: AtomicU64,
     pub claim_failures: AtomicU64,
     pub claim_lockouts: AtomicU64,
+    pub alerts_recorded: AtomicU64,
+    pub alerts_rejected: AtomicU64,
 }
 
 /// The answer to a registration, sent to the device on its reply topic (or as the HTTP body).
@@ -551,6 +553,41 @@ impl Lifecycle {
     pub fn max_pairing(&self) -> Duration {
         self.max_pairing
     }
+
+    /// Stores an alert a device raised and announces it (published on `gatehouse/{site}/alerts`).
+    /// Malformed alerts are logged and counted.
+    pub async fn record_device_alert(&self, device_id: &str, site: &str, payload: &[u8]) {
+        let alert = match registration::parse_alert(payload) {
+            Ok(alert) => alert,
+            Err(error) => {
+                self.stats.alerts_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(device = %device_id, %error, "alert discarded");
+                return;
+            }
+        };
+        let mut record = crate::bus::AlertRecord {
+            id: 0,
+            device_id: device_id.into(),
+            site: site.into(),
+            ts: alert.ts.unwrap_or_else(now_ms),
+            severity: alert.severity,
+            code: alert.code,
+            message: alert.message,
+            source: "device".into(),
+            details: alert.details,
+        };
+        let row = record.clone();
+        match self.store.run(move |conn| Ok(db::insert_alert(conn, &row)?)).await {
+            Ok(id) => record.id = id,
+            Err(error) => {
+                tracing::error!(%error, device = %device_id, "storing an alert failed");
+                return;
+            }
+        }
+        self.stats.alerts_recorded.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(device = %device_id, severity = %record.severity, message = %record.message, "device alert");
+        self.bus.publish(Event::Alert(Arc::new(record))).await;
+    }
 }
 
 fn store_error_reply(error: StoreError) -> Reply {
@@ -646,6 +683,13 @@ pub async fn run(lifecycle: Arc<Lifecycle>, mut events: Subscription, shutdown: 
                 if message.topic == topics::provisioning_request(site, &client.client_id) {
                     let reply = lifecycle.register(&message.payload, Some(&client.client_id), &client.address).await;
                     lifecycle.send_to_device(site, &client.client_id, &reply).await;
+                }
+            }
+            Some(Event::DeviceMessage(message)) if message.client.role.as_deref() == Some("device") => {
+                let client = &message.client;
+                let site = client.site.as_deref().unwrap_or(lifecycle.site());
+                if message.topic == topics::device_topic(site, &client.client_id, "alert") {
+                    lifecycle.record_device_alert(&client.client_id, site, &message.payload).await;
                 }
             }
             Some(Event::ClientConnected(client)) if client.role.as_deref() == Some("device") => {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{open_connection, schema::MEASUREMENT_COLUMNS, StoreError};
-use crate::bus::{Bus, Event, Subscription};
+use crate::bus::{Bus, Event, LanTelemetry, Subscription};
 use crate::config::StoreConfig;
 use crate::reading::{now_ms, ruuvi_kind, Reading};
 
@@ -80,7 +80,7 @@ pub fn spawn_writer(
     shutdown: CancellationToken,
 ) -> Result<WriterHandle, StoreError> {
     let conn = open_connection(&path)?;
-    let (batches_tx, batches_rx) = mpsc::channel::<Vec<Arc<Reading>>>(4);
+    let (batches_tx, batches_rx) = mpsc::channel::<Vec<Row>>(4);
     // Reliable: the store must see every reading; a slow disk slows intake instead of losing data.
     let subscription =
         bus.subscribe_reliable("store", config.batch_size.max(1024) * 2, |e| matches!(e, Event::Reading(_)));
@@ -97,12 +97,12 @@ pub fn spawn_writer(
 
 async fn collect(
     mut subscription: Subscription,
-    batches: mpsc::Sender<Vec<Arc<Reading>>>,
+    batches: mpsc::Sender<Vec<Row>>,
     config: StoreConfig,
     stats: Arc<StoreStats>,
     shutdown: CancellationToken,
 ) {
-    let mut batch: Vec<Arc<Reading>> = Vec::with_capacity(config.batch_size);
+    let mut batch: Vec<Row> = Vec::with_capacity(config.batch_size);
     let mut deadline: Option<Instant> = None;
     loop {
         let flush_timer = async {
@@ -113,9 +113,9 @@ async fn collect(
         };
         tokio::select! {
             event = subscription.recv() => match event {
-                Some(Event::Reading(reading)) => {
+                Some(event @ (Event::Reading(_) | Event::Telemetry(_))) => {
                     stats.queue_depth.fetch_add(1, Ordering::Relaxed);
-                    batch.push(reading);
+                    batch.extend(Row::from_event(event));
                     deadline.get_or_insert_with(|| Instant::now() + config.flush_interval);
                     if batch.len() >= config.batch_size {
                         deadline = None;
@@ -134,9 +134,9 @@ async fn collect(
     }
     // Shutting down: take what is already on the bus, then the final batch.
     while let Some(event) = subscription.try_recv() {
-        if let Event::Reading(reading) = event {
+        if let Some(row) = Row::from_event(event) {
             stats.queue_depth.fetch_add(1, Ordering::Relaxed);
-            batch.push(reading);
+            batch.push(row);
         }
     }
     if !batch.is_empty() {
@@ -146,7 +146,7 @@ async fn collect(
 
 fn write_loop(
     conn: Connection,
-    mut batches: mpsc::Receiver<Vec<Arc<Reading>>>,
+    mut batches: mpsc::Receiver<Vec<Row>>,
     retention: Duration,
     stats: Arc<StoreStats>,
     shutdown: CancellationToken,
@@ -212,7 +212,7 @@ struct Writer {
     conn: Connection,
     device_pks: HashMap<String, i64>,
     /// The newest reading per device since the device rows were last refreshed.
-    latest: HashMap<i64, Arc<Reading>>,
+    latest: HashMap<i64, Row>,
     devices_refreshed: std::time::Instant,
 }
 
@@ -227,63 +227,93 @@ impl Writer {
     }
 
     /// Writes `batch` in one transaction; on error nothing of it is kept and it can be retried.
-    fn write(&mut self, batch: &[Arc<Reading>], refresh_devices: bool) -> Result<(), rusqlite::Error> {
+    fn write(&mut self, batch: &[Row], refresh_devices: bool) -> Result<(), rusqlite::Error> {
         let tx = self.conn.transaction()?;
         let mut new_pks = Vec::new();
-        let mut batch_latest: Vec<(i64, &Arc<Reading>)> = Vec::with_capacity(batch.len());
+        let mut batch_latest: Vec<(i64, &Row)> = Vec::with_capacity(batch.len());
         {
             let columns: String = MEASUREMENT_COLUMNS.iter().map(|c| format!(", {}", c.column)).collect();
             let placeholders: String = (0..MEASUREMENT_COLUMNS.len()).map(|i| format!(", ?{}", i + 4)).collect();
-            let mut insert = tx.prepare_cached(&format!(
+            let mut insert_reading = tx.prepare_cached(&format!(
                 "INSERT INTO readings (device_pk, ts, rssi{columns}) VALUES (?1, ?2, ?3{placeholders})"
             ))?;
-            for reading in batch {
-                let pk = match self.device_pks.get(&reading.device_id) {
-                    Some(pk) => *pk,
-                    None => {
+            let mut insert_telemetry =
+                tx.prepare_cached("INSERT INTO telemetry (device_pk, ts, field, value) VALUES (?1, ?2, ?3, ?4)")?;
+            for row in batch {
+                let pk = match (self.device_pks.get(row.device_id()), row) {
+                    (Some(pk), _) => *pk,
+                    (None, Row::Reading(reading)) => {
                         let pk = insert_device(&tx, reading)?;
                         new_pks.push((reading.device_id.clone(), pk));
                         pk
                     }
+                    (None, Row::Telemetry(telemetry)) => {
+                        // LAN devices exist from their registration; a deleted one's late message is dropped.
+                        let Some(pk) = existing_device(&tx, &telemetry.device_id)? else { continue };
+                        new_pks.push((telemetry.device_id.clone(), pk));
+                        pk
+                    }
                 };
-                insert.raw_bind_parameter(1, pk)?;
-                insert.raw_bind_parameter(2, reading.ts)?;
-                insert.raw_bind_parameter(3, reading.rssi)?;
-                for (i, column) in MEASUREMENT_COLUMNS.iter().enumerate() {
-                    insert.raw_bind_parameter(i + 4, (column.value)(&reading.measurement))?;
+                match row {
+                    Row::Reading(reading) => {
+                        insert_reading.raw_bind_parameter(1, pk)?;
+                        insert_reading.raw_bind_parameter(2, reading.ts)?;
+                        insert_reading.raw_bind_parameter(3, reading.rssi)?;
+                        for (i, column) in MEASUREMENT_COLUMNS.iter().enumerate() {
+                            insert_reading.raw_bind_parameter(i + 4, (column.value)(&reading.measurement))?;
+                        }
+                        insert_reading.raw_execute()?;
+                    }
+                    Row::Telemetry(telemetry) => {
+                        for (field, value) in &telemetry.values {
+                            insert_telemetry.execute(params![pk, telemetry.ts, field, value])?;
+                        }
+                    }
                 }
-                insert.raw_execute()?;
-                batch_latest.push((pk, reading));
+                batch_latest.push((pk, row));
             }
         }
         let refresh = refresh_devices || self.devices_refreshed.elapsed() >= DEVICE_REFRESH;
         let mut latest = if refresh { std::mem::take(&mut self.latest) } else { HashMap::new() };
         {
             let target = if refresh { &mut latest } else { &mut self.latest };
-            for (pk, reading) in batch_latest {
+            for (pk, row) in batch_latest {
                 match target.get(&pk) {
-                    Some(current) if current.ts > reading.ts => {}
+                    Some(current) if current.ts() > row.ts() => {}
                     _ => {
-                        target.insert(pk, reading.clone());
+                        target.insert(pk, row.clone());
                     }
                 }
             }
         }
         if refresh {
-            let mut update = tx.prepare_cached(
+            let mut update_reading = tx.prepare_cached(
                 "UPDATE devices SET last_seen = MAX(last_seen, ?2), last_rssi = ?3, last_receiver = ?4, \
                  data_format = ?5, last_reading = ?6 WHERE pk = ?1",
             )?;
-            for (pk, reading) in &latest {
-                let json = serde_json::to_string(&**reading).unwrap_or_default();
-                update.execute(params![
-                    pk,
-                    reading.ts,
-                    reading.rssi,
-                    reading.receiver,
-                    reading.measurement.data_format,
-                    json
-                ])?;
+            let mut update_telemetry =
+                tx.prepare_cached("UPDATE devices SET last_seen = MAX(last_seen, ?2), last_reading = ?3 WHERE pk = ?1")?;
+            for (pk, row) in &latest {
+                match row {
+                    Row::Reading(reading) => {
+                        let json = serde_json::to_string(&**reading).unwrap_or_default();
+                        update_reading.execute(params![
+                            pk,
+                            reading.ts,
+                            reading.rssi,
+                            reading.receiver,
+                            reading.measurement.data_format,
+                            json
+                        ])?;
+                    }
+                    Row::Telemetry(telemetry) => {
+                        let mut json = telemetry.raw.clone();
+                        if let Some(object) = json.as_object_mut() {
+                            object.insert("ts".into(), telemetry.ts.into());
+                        }
+                        update_telemetry.execute(params![pk, telemetry.ts, json.to_string()])?;
+                    }
+                }
             }
         }
         match tx.commit() {
@@ -297,14 +327,50 @@ impl Writer {
             Err(error) => {
                 if refresh {
                     // Keep the device updates for the retry.
-                    for (pk, reading) in latest {
-                        self.latest.entry(pk).or_insert(reading);
+                    for (pk, row) in latest {
+                        self.latest.entry(pk).or_insert(row);
                     }
                 }
                 Err(error)
             }
         }
     }
+}
+
+/// One thing to store: a Ruuvi reading or a LAN device's telemetry message.
+#[derive(Clone)]
+pub enum Row {
+    Reading(Arc<Reading>),
+    Telemetry(Arc<LanTelemetry>),
+}
+
+impl Row {
+    fn from_event(event: Event) -> Option<Row> {
+        match event {
+            Event::Reading(reading) => Some(Row::Reading(reading)),
+            Event::Telemetry(telemetry) => Some(Row::Telemetry(telemetry)),
+            _ => None,
+        }
+    }
+
+    fn device_id(&self) -> &str {
+        match self {
+            Row::Reading(r) => &r.device_id,
+            Row::Telemetry(t) => &t.device_id,
+        }
+    }
+
+    fn ts(&self) -> i64 {
+        match self {
+            Row::Reading(r) => r.ts,
+            Row::Telemetry(t) => t.ts,
+        }
+    }
+}
+
+fn existing_device(tx: &Transaction, device_id: &str) -> Result<Option<i64>, rusqlite::Error> {
+    use rusqlite::OptionalExtension;
+    tx.query_row("SELECT pk FROM devices WHERE id = ?1", [device_id], |r| r.get(0)).optional()
 }
 
 fn insert_device(tx: &Transaction, reading: &Reading) -> Result<i64, rusqlite::Error> {
@@ -333,8 +399,8 @@ mod tests {
     use super::*;
     use crate::ruuvi::{Field, Measurement};
 
-    fn reading(device: &str, ts: i64, temperature: f64) -> Arc<Reading> {
-        Arc::new(Reading {
+    fn reading(device: &str, ts: i64, temperature: f64) -> Row {
+        Row::Reading(Arc::new(Reading {
             ts,
             device_id: device.into(),
             mac: "C1:02:03:04:05:06".into(),
@@ -346,7 +412,7 @@ mod tests {
                 humidity: Field::Unavailable,
                 ..Measurement::default()
             },
-        })
+        }))
     }
 
     #[test]
