@@ -249,3 +249,79 @@ async fn the_pairing_window_lets_new_devices_be_approved_with_one_click() {
     let response = reqwest::Client::new().delete(daemon.http("/api/pairing")).send().await.unwrap();
     assert_eq!(response.json::<Value>().await.unwrap()["open"], false);
 }
+
+/// Registers, claims and reconnects `device_id` with its own identity.
+async fn active_device(daemon: &Daemon, device_id: &str) -> Client {
+    let mut device = fresh_device(daemon, device_id).await;
+    let reply = send_registration(&mut device, device_id, &registration(device_id)).await.json();
+    let (status, _) = daemon.post_json("/api/claims", json!({ "code": reply["claimCode"] })).await;
+    assert_eq!(status, 200);
+    let credentials =
+        device.next_on(&format!("provisioning/home/{device_id}/reply"), Duration::from_secs(5)).await.unwrap().json();
+    device.client.disconnect().await.unwrap();
+    let own = Credentials { username: device_id.into(), password: credentials["password"].as_str().unwrap().into() };
+    Client::connect(options_as(device_id, daemon.runtime.mqtt, &own)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_is_validated_stored_and_alerts_are_recorded() {
+    let daemon = Daemon::start(&[]);
+    let viewer = daemon.account("viewer", "service", &[]).await;
+    let mut watcher = Client::connect(options_as("watcher", daemon.runtime.mqtt, &viewer)).await;
+    watcher.subscribe_many(&["devices/home/sensor-9/telemetry", "gatehouse/home/alerts"]).await;
+    let device = active_device(&daemon, "sensor-9").await;
+
+    let telemetry = "devices/home/sensor-9/telemetry";
+    for (payload, valid) in [
+        (json!({"temperature": 20.5}), true),
+        (json!({"temperature": "warm"}), false),       // wrong type
+        (json!({"humidity": 40}), false),              // not declared
+        (json!({"temperature": 21.5, "ts": 1}), true), // an unset device clock: reception time is used
+        (json!("just a string"), false),
+        (json!({"temperature": 22.5}), true),
+    ] {
+        device.client.publish(telemetry, QoS::AtLeastOnce, false, payload.to_string()).await.unwrap();
+        let _ = valid;
+    }
+    let delivered = watcher.collect(3, Duration::from_secs(5)).await;
+    let values: Vec<f64> = delivered.iter().map(|m| m.json()["temperature"].as_f64().unwrap()).collect();
+    assert_eq!(values, vec![20.5, 21.5, 22.5], "only valid telemetry is delivered");
+    assert!(watcher.next_on(telemetry, Duration::from_millis(500)).await.is_none());
+
+    let health = daemon.get_json("/api/health").await;
+    assert_eq!(health["mqtt"]["telemetryRejected"], 3, "{health}");
+    let clients = daemon.get_json("/api/broker/clients").await;
+    let me = clients.as_array().unwrap().iter().find(|c| c["clientId"] == "sensor-9").unwrap().clone();
+    assert_eq!(me["invalidTelemetry"], 3);
+
+    // Valid telemetry is stored and comes back as history (the declared fields by default).
+    let history = gatehouse_tests::eventually(Duration::from_secs(5), async || {
+        let h = daemon.get_json("/api/devices/sensor-9/readings?from=-1h&bucket=1h").await;
+        (h["count"].as_array()?.iter().map(|c| c.as_i64().unwrap_or(0)).sum::<i64>() >= 2).then_some(h)
+    })
+    .await
+    .expect("history of the LAN device");
+    assert!(history["series"]["temperature"]["max"].as_array().unwrap().iter().any(|v| v == 22.5), "{history}");
+
+    // Alerts: recorded, published, listed; malformed ones are counted.
+    let alert = json!({"severity": "warning", "code": "door_open", "message": "Door open for 5 min"});
+    device.client.publish("devices/home/sensor-9/alert", QoS::AtLeastOnce, false, alert.to_string()).await.unwrap();
+    device
+        .client
+        .publish("devices/home/sensor-9/alert", QoS::AtLeastOnce, false, "{\"severity\":\"doom\"}")
+        .await
+        .unwrap();
+    let published =
+        watcher.next_on("gatehouse/home/alerts", Duration::from_secs(5)).await.expect("alert published").json();
+    assert_eq!((published["deviceId"].as_str(), published["severity"].as_str()), (Some("sensor-9"), Some("warning")));
+    let alerts = daemon.get_json("/api/alerts?device=sensor-9").await;
+    assert_eq!(alerts.as_array().unwrap().len(), 1);
+    assert_eq!(alerts[0]["code"], "door_open");
+    assert_eq!(alerts[0]["state"], "active");
+    let health = daemon.get_json("/api/health").await;
+    assert_eq!(health["lifecycle"]["alertsRecorded"], 1);
+    assert_eq!(health["lifecycle"]["alertsRejected"], 1);
+
+    let device_view = daemon.get_json("/api/devices/sensor-9").await;
+    assert_eq!(device_view["online"], true, "{device_view}");
+}

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiState};
 use crate::auth::Directory;
 use crate::broker::{self, ListenerAddrs};
-use crate::bus::{Bus, Event};
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::health::{Health, SimulatorInfo};
 use crate::lifecycle::{self, Lifecycle};
@@ -96,25 +96,8 @@ impl Gateway {
         )?;
 
         // Subscribe before any task starts publishing, so that no early event is missed.
-        let publisher_events = bus.subscribe_reliable("mqtt-publisher", 4096, |e| {
-            matches!(
-                e,
-                Event::Reading(_)
-                    | Event::Availability(_)
-                    | Event::ClientConnected(_)
-                    | Event::ClientDisconnected { .. }
-                    | Event::MqttPublish(_)
-            )
-        });
-        let lifecycle_events = bus.subscribe_reliable("lifecycle", 1024, |e| match e {
-            Event::DeviceMessage(m) => match m.client.role.as_deref() {
-                Some("provisioning") => true,
-                Some("device") => m.topic.ends_with("/alert"),
-                _ => false,
-            },
-            Event::ClientConnected(c) => c.role.as_deref() == Some("device"),
-            _ => false,
-        });
+        let publisher_events = bus.subscribe_reliable("mqtt-publisher", 4096, broker::gateway_link_wants);
+        let lifecycle_events = bus.subscribe_reliable("lifecycle", 1024, lifecycle::wants);
         let registry_events = bus.subscribe("registry");
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;

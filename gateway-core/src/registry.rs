@@ -31,7 +31,10 @@ pub struct Registry {
 impl Registry {
     /// Seeds the registry with devices known from the store; they start offline.
     pub fn with_known(known: impl IntoIterator<Item = (String, i64)>) -> Registry {
-        let devices = known.into_iter().map(|(id, last_seen)| (id, LiveState { online: false, last_seen, connected: false })).collect();
+        let devices = known
+            .into_iter()
+            .map(|(id, last_seen)| (id, LiveState { online: false, last_seen, connected: false }))
+            .collect();
         Registry { devices: Arc::new(RwLock::new(devices)) }
     }
 
@@ -67,7 +70,8 @@ impl Registry {
     /// Records a LAN device's connection state; LAN devices do not expire by silence.
     fn set_online(&self, device_id: &str, online: bool, at: i64) {
         let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
-        let state = devices.entry(device_id.to_string()).or_insert(LiveState { online, last_seen: at, connected: true });
+        let state =
+            devices.entry(device_id.to_string()).or_insert(LiveState { online, last_seen: at, connected: true });
         state.online = online;
         state.connected = true;
         state.last_seen = state.last_seen.max(at);

@@ -91,6 +91,16 @@ pub async fn readings(
     };
     let fields: Vec<String> = match query.get("fields") {
         Some(list) => list.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from).collect(),
+        None if device.kind == "lan" => {
+            // The device's declared numeric (and boolean) telemetry fields.
+            let declared =
+                device.capabilities.as_ref().and_then(|c| c["telemetry"].as_array().cloned()).unwrap_or_default();
+            declared
+                .iter()
+                .filter(|f| f["type"] != "string")
+                .filter_map(|f| f["name"].as_str().map(String::from))
+                .collect()
+        }
         None => {
             let defaults = if device.kind == "ruuvi_air" { AIR_FIELDS } else { TAG_FIELDS };
             defaults.iter().map(|f| f.to_string()).collect()

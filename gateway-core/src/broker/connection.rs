@@ -27,9 +27,9 @@ use super::limits::{FlapTracker, TokenBucket};
 use super::sessions::{ClientStats, Sessions};
 use super::{BrokerStats, LinkFactory};
 use crate::auth::{Acl, Directory, Role};
-use crate::lifecycle::{registration, Catalog};
 use crate::bus::{Bus, ClientInfo, DeviceMessage, Event, LanTelemetry};
 use crate::config::MqttConfig;
+use crate::lifecycle::{registration, Catalog};
 use crate::reading::now_ms;
 use crate::topics::RESERVED_CLIENT_PREFIX;
 
@@ -536,7 +536,8 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
         if self.telemetry_topic.as_deref() == Some(topic) {
             return self.check_telemetry(publish).map(|t| t.map(|t| Event::Telemetry(Arc::new(t))));
         }
-        let message = DeviceMessage { client: self.info.clone(), topic: topic.to_string(), payload: publish.payload.clone() };
+        let message =
+            DeviceMessage { client: self.info.clone(), topic: topic.to_string(), payload: publish.payload.clone() };
         Ok(Some(Event::DeviceMessage(Arc::new(message))))
     }
 
@@ -549,7 +550,10 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
         match registration::check_telemetry(&capabilities, &publish.payload) {
             Ok((values, device_ts)) => {
                 let raw = serde_json::from_slice(&publish.payload).unwrap_or_default();
-                Ok(Some(LanTelemetry { device_id: device_id.clone(), ts: device_ts.unwrap_or_else(now_ms), values, raw }))
+                // A device clock that is far off (never set, or wrong) must not scatter its history.
+                let now = now_ms();
+                let ts = device_ts.filter(|ts| (now - 7 * 86_400_000..=now + 60_000).contains(ts)).unwrap_or(now);
+                Ok(Some(LanTelemetry { device_id: device_id.clone(), ts, values, raw }))
             }
             Err(error) => {
                 self.ctx.stats.telemetry_rejected.fetch_add(1, Ordering::Relaxed);
@@ -557,10 +561,13 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 tracing::info!(device = %device_id, field = %error.field, reason = %error.message, "telemetry discarded: does not match the declared fields");
                 let (qos, pkid) = qos_and_pkid(publish);
                 match qos {
-                    1 => self.replies.push(Packet::PubAck(PubAck { pkid, reason: PubAckReason::PayloadFormatInvalid }, None)),
+                    1 => self
+                        .replies
+                        .push(Packet::PubAck(PubAck { pkid, reason: PubAckReason::PayloadFormatInvalid }, None)),
                     2 => {
                         self.denied_qos2.insert(pkid);
-                        self.replies.push(Packet::PubRec(PubRec { pkid, reason: PubRecReason::PayloadFormatInvalid }, None));
+                        self.replies
+                            .push(Packet::PubRec(PubRec { pkid, reason: PubRecReason::PayloadFormatInvalid }, None));
                     }
                     _ => {}
                 }

@@ -16,6 +16,19 @@ use crate::topics;
 
 pub const GATEWAY_CLIENT_ID: &str = "gatehouse-gateway";
 
+/// The events [`run_gateway_link`] handles (its reliable subscription's filter).
+pub fn wants(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Reading(_)
+            | Event::Availability(_)
+            | Event::ClientConnected(_)
+            | Event::ClientDisconnected { .. }
+            | Event::MqttPublish(_)
+            | Event::Alert(_)
+    )
+}
+
 /// Runs until `shutdown`, then marks the gateway offline. `events` must be subscribed before
 /// anything is published (see `Gateway::start`).
 pub async fn run_gateway_link(

@@ -12,5 +12,5 @@ mod service;
 pub use attempts::AttemptPolicy;
 pub use registration::{Capabilities, FieldError, Registration};
 pub use service::{
-    ensure_provisioning_identity, run, service_username, Catalog, ClaimError, Lifecycle, LifecycleStats, Reply,
+    ensure_provisioning_identity, run, service_username, wants, Catalog, ClaimError, Lifecycle, LifecycleStats, Reply,
 };

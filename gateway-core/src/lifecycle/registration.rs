@@ -386,7 +386,10 @@ mod tests {
 
     #[test]
     fn alerts_table() {
-        let ok = parse_alert(br#"{"severity":"warning","code":"door_open","message":"Door open for 5 min","details":{"minutes":5}}"#).unwrap();
+        let ok = parse_alert(
+            br#"{"severity":"warning","code":"door_open","message":"Door open for 5 min","details":{"minutes":5}}"#,
+        )
+        .unwrap();
         assert_eq!((ok.severity.as_str(), ok.code.as_deref()), ("warning", Some("door_open")));
         for (payload, field) in [
             (r#"{"severity":"panic","message":"x"}"#, "severity"),

@@ -668,8 +668,22 @@ pub fn service_username() -> &'static str {
     PROVISIONING_USERNAME
 }
 
-/// Handles the devices' MQTT side: registrations on the provisioning topics, and the first
-/// connection of a claimed device with its own credentials.
+/// The events [`run`] handles (its reliable subscription's filter). The lifecycle publishes
+/// `MqttPublish`, `DeviceLifecycle` and `Alert`, none of which it accepts.
+pub fn wants(event: &Event) -> bool {
+    match event {
+        Event::DeviceMessage(message) => match message.client.role.as_deref() {
+            Some("provisioning") => true,
+            Some("device") => message.topic.ends_with("/alert"),
+            _ => false,
+        },
+        Event::ClientConnected(client) => client.role.as_deref() == Some("device"),
+        _ => false,
+    }
+}
+
+/// Handles the devices' MQTT side: registrations on the provisioning topics, alerts, and the
+/// first connection of a claimed device with its own credentials.
 pub async fn run(lifecycle: Arc<Lifecycle>, mut events: Subscription, shutdown: CancellationToken) {
     loop {
         let event = tokio::select! {

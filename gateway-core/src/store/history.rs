@@ -83,17 +83,20 @@ pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<Histor
     if buckets > MAX_BUCKETS {
         return Err(HistoryError::TooManyBuckets { buckets, bucket_ms }.into());
     }
+    let Some((device_pk, kind)): Option<(i64, String)> = conn
+        .query_row("SELECT pk, kind FROM devices WHERE id = ?1", [&q.device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    if kind == "lan" {
+        return lan_history(conn, q, device_pk, bucket_ms).map(Some);
+    }
     let columns = q
         .fields
         .iter()
         .map(|f| column_for_field(f).ok_or_else(|| HistoryError::UnknownField(f.clone())))
         .collect::<Result<Vec<_>, _>>()?;
-
-    let Some(device_pk): Option<i64> =
-        conn.query_row("SELECT pk FROM devices WHERE id = ?1", [&q.device_id], |r| r.get(0)).optional()?
-    else {
-        return Ok(None);
-    };
 
     // Column names come from the fixed column table above, never from the request.
     let aggregates: String = columns.iter().map(|c| format!(", MIN({c}), AVG({c}), MAX({c})")).collect();
@@ -123,6 +126,48 @@ pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<Histor
         }
     }
     Ok(Some(history))
+}
+
+/// History of a LAN device from the narrow `telemetry` table (one row per field and message).
+fn lan_history(conn: &Connection, q: &HistoryQuery, device_pk: i64, bucket_ms: i64) -> Result<History, StoreError> {
+    let mut history = History {
+        device_id: q.device_id.clone(),
+        from: q.from,
+        to: q.to,
+        bucket_ms,
+        ts: Vec::new(),
+        count: Vec::new(),
+        series: q.fields.iter().map(|f| (f.clone(), Series::default())).collect(),
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts / ?1 * ?1 AS bucket, field, COUNT(*), MIN(value), AVG(value), MAX(value) FROM telemetry \
+         WHERE device_pk = ?2 AND ts >= ?3 AND ts < ?4 GROUP BY bucket, field ORDER BY bucket",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![bucket_ms, device_pk, q.from, q.to])?;
+    let mut last_bucket = None;
+    while let Some(row) = rows.next()? {
+        let bucket: i64 = row.get(0)?;
+        let field: String = row.get(1)?;
+        let Some(position) = q.fields.iter().position(|f| *f == field) else { continue };
+        if last_bucket != Some(bucket) {
+            last_bucket = Some(bucket);
+            history.ts.push(bucket);
+            history.count.push(0);
+            for series in history.series.values_mut() {
+                series.min.push(None);
+                series.avg.push(None);
+                series.max.push(None);
+            }
+        }
+        let count: i64 = row.get(2)?;
+        let last = history.ts.len() - 1;
+        history.count[last] = history.count[last].max(count);
+        let series = history.series.get_mut(&q.fields[position]).expect("series exists for every field");
+        series.min[last] = row.get(3)?;
+        series.avg[last] = row.get(4)?;
+        series.max[last] = row.get(5)?;
+    }
+    Ok(history)
 }
 
 #[cfg(test)]

@@ -82,8 +82,7 @@ pub fn spawn_writer(
     let conn = open_connection(&path)?;
     let (batches_tx, batches_rx) = mpsc::channel::<Vec<Row>>(4);
     // Reliable: the store must see every reading; a slow disk slows intake instead of losing data.
-    let subscription =
-        bus.subscribe_reliable("store", config.batch_size.max(1024) * 2, |e| matches!(e, Event::Reading(_)));
+    let subscription = bus.subscribe_reliable("store", config.batch_size.max(1024) * 2, |e| Row::from_event_ref(e));
     let thread_stats = stats.clone();
     let thread_shutdown = shutdown.clone();
     let retention = config.retention;
@@ -291,8 +290,8 @@ impl Writer {
                 "UPDATE devices SET last_seen = MAX(last_seen, ?2), last_rssi = ?3, last_receiver = ?4, \
                  data_format = ?5, last_reading = ?6 WHERE pk = ?1",
             )?;
-            let mut update_telemetry =
-                tx.prepare_cached("UPDATE devices SET last_seen = MAX(last_seen, ?2), last_reading = ?3 WHERE pk = ?1")?;
+            let mut update_telemetry = tx
+                .prepare_cached("UPDATE devices SET last_seen = MAX(last_seen, ?2), last_reading = ?3 WHERE pk = ?1")?;
             for (pk, row) in &latest {
                 match row {
                     Row::Reading(reading) => {
@@ -345,6 +344,11 @@ pub enum Row {
 }
 
 impl Row {
+    /// Whether the store keeps this event (its reliable subscription's filter).
+    fn from_event_ref(event: &Event) -> bool {
+        matches!(event, Event::Reading(_) | Event::Telemetry(_))
+    }
+
     fn from_event(event: Event) -> Option<Row> {
         match event {
             Event::Reading(reading) => Some(Row::Reading(reading)),
