@@ -325,3 +325,97 @@ async fn telemetry_is_validated_stored_and_alerts_are_recorded() {
     let device_view = daemon.get_json("/api/devices/sensor-9").await;
     assert_eq!(device_view["online"], true, "{device_view}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_device_and_the_cli_go_through_the_whole_lifecycle() {
+    use tokio::io::AsyncBufReadExt;
+    let daemon = Daemon::start(&[]);
+    let api = format!("http://{}", daemon.runtime.http);
+    let viewer = daemon.account("viewer", "service", &[]).await;
+    let mut watcher = Client::connect(options_as("watcher", daemon.runtime.mqtt, &viewer)).await;
+    watcher.subscribe_many(&["devices/home/ref-1/telemetry"]).await;
+    let state = daemon.data_dir.join("ref-1.json");
+    let device = |count: &str| {
+        let mut command = tokio::process::Command::new(gatehouse_tests::workspace_bin("gatehouse-device"));
+        command
+            .args([
+                "--id",
+                "ref-1",
+                "--name",
+                "Reference one",
+                "--mqtt",
+                &daemon.runtime.mqtt.to_string(),
+                "--api",
+                &api,
+            ])
+            .arg("--state")
+            .arg(&state)
+            .args(["--interval", "200ms", "--count", count, "--alert", "info"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command.spawn().expect("start gatehouse-device")
+    };
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(gatehouse_tests::gatehouse_bin())
+            .args(args)
+            .args(["--api", &api])
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let mut first = device("3");
+    let mut lines = tokio::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    let code = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let event: Value = serde_json::from_str(&line).unwrap();
+            if event["event"] == "pending" {
+                return event["claimCode"].as_str().unwrap().to_string();
+            }
+        }
+        panic!("the device stopped before showing a claim code");
+    })
+    .await
+    .expect("a claim code");
+
+    let (status, stdout, stderr) = cli(&["claim", &code]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(stdout.contains("claimed ref-1"), "{stdout}");
+    let exit = tokio::time::timeout(Duration::from_secs(20), first.wait()).await.expect("the device finishes").unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let telemetry = watcher.collect(3, Duration::from_secs(5)).await;
+    assert_eq!(telemetry.len(), 3, "three readings arrived");
+    let mode = std::fs::metadata(&state).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600, "credentials are stored privately");
+    }
+
+    let (status, stdout, _) = cli(&["devices", "--json"]);
+    assert_eq!(status, Some(0));
+    let devices: Value = serde_json::from_str(&stdout).unwrap();
+    let me = devices.as_array().unwrap().iter().find(|d| d["id"] == "ref-1").unwrap().clone();
+    assert_eq!(me["state"], "active");
+    assert!(me["claimedBy"].as_str().unwrap().starts_with("cli@"), "{me}");
+    let alerts = daemon.get_json("/api/alerts?device=ref-1").await;
+    assert_eq!(alerts[0]["code"], "started");
+
+    // With stored credentials the device connects straight away.
+    let mut again = device("1");
+    let mut lines = tokio::io::BufReader::new(again.stdout.take().unwrap()).lines();
+    let first_event: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(first_event["event"], "connected");
+    assert!(tokio::time::timeout(Duration::from_secs(10), again.wait()).await.unwrap().unwrap().success());
+
+    let (status, _, stderr) = cli(&["deactivate", "ref-1"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    let mut refused = device("1");
+    let exit = tokio::time::timeout(Duration::from_secs(10), refused.wait()).await.expect("refused promptly").unwrap();
+    assert_eq!(exit.code(), Some(3), "a deactivated device's credentials stop working");
+}

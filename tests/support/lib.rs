@@ -12,9 +12,14 @@ pub mod raw;
 
 /// The `gatehouse` binary next to this test executable (target/<profile>/gatehouse).
 pub fn gatehouse_bin() -> PathBuf {
+    workspace_bin("gatehouse")
+}
+
+/// A binary of the workspace, built next to this test executable (target/<profile>/<name>).
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("gatehouse");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
         "{} does not exist; build it first with `cargo build -p gateway-core --bins` (make test does)",

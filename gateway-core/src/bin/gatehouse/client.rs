@@ -41,7 +41,11 @@ impl Api {
                 format!("http://{}", runtime.http)
             }
         };
-        Ok(Api { base, http: reqwest::Client::new() })
+        let mut headers = reqwest::header::HeaderMap::new();
+        // Audit entries record what made each change.
+        headers.insert("x-gatehouse-client", reqwest::header::HeaderValue::from_static("cli"));
+        let http = reqwest::Client::builder().default_headers(headers).build().map_err(|e| e.to_string())?;
+        Ok(Api { base, http })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, String> {

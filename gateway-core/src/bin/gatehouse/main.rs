@@ -3,6 +3,7 @@
 mod accounts;
 mod client;
 mod decode;
+mod devices;
 mod run;
 
 use std::process::ExitCode;
@@ -24,6 +25,14 @@ enum Command {
     Decode(decode::DecodeArgs),
     /// Manage MQTT identities of the running gateway (service accounts, device credentials).
     Accounts(accounts::AccountsArgs),
+    /// List the devices of the running gateway.
+    Devices(devices::ListArgs),
+    /// Claim a device with the code it shows.
+    Claim(devices::ClaimArgs),
+    /// Open a pairing window: devices registering now can be approved without a code.
+    Pair(devices::PairArgs),
+    /// Deactivate a device: revoke its credentials and disconnect it (history is kept).
+    Deactivate(devices::DeactivateArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +41,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Decode(args) => decode::decode(args),
         Command::Accounts(args) => accounts::accounts(args),
+        Command::Devices(args) => devices::list(args),
+        Command::Claim(args) => devices::claim(args),
+        Command::Pair(args) => devices::pair(args),
+        Command::Deactivate(args) => devices::deactivate(args),
     }
 }
