@@ -419,3 +419,65 @@ async fn the_reference_device_and_the_cli_go_through_the_whole_lifecycle() {
     let exit = tokio::time::timeout(Duration::from_secs(10), refused.wait()).await.expect("refused promptly").unwrap();
     assert_eq!(exit.code(), Some(3), "a deactivated device's credentials stop working");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bluetooth_tags_are_adopted_with_offsets_or_blocked_without_claim_codes() {
+    // Tag 1 of the seeded simulator is a bedroom at about 19 °C (tag 0 a living room at 21.5 °C).
+    let daemon = Daemon::start(&["--simulate", "2", "--seed", "11"]);
+    let viewer = daemon.account("viewer", "service", &[]).await;
+    let mut watcher = Client::connect(options_as("watcher", daemon.runtime.mqtt, &viewer)).await;
+    watcher.subscribe_many(&["devices/home/+/telemetry"]).await;
+    let first = watcher.collect(4, Duration::from_secs(15)).await;
+    let mut ids: Vec<String> = first.iter().map(|m| m.json()["deviceId"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "both tags heard: {ids:?}");
+    let devices = daemon.get_json("/api/devices").await;
+    assert!(devices.as_array().unwrap().iter().all(|d| d["state"] == "discovered"));
+    let (adopted, blocked) = (ids[0].clone(), ids[1].clone());
+    let before: f64 = first.iter().find(|m| m.json()["deviceId"] == adopted.as_str()).unwrap().json()["temperature"]
+        .as_f64()
+        .unwrap();
+
+    let (status, device) = daemon
+        .post_json(
+            &format!("/api/devices/{adopted}/adopt"),
+            json!({"name": "Living room", "room": "downstairs", "calibration": {"temperature": 10.0}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{device}");
+    assert_eq!(
+        (device["state"].as_str(), device["name"].as_str(), device["room"].as_str()),
+        (Some("active"), Some("Living room"), Some("downstairs"))
+    );
+    let (status, _) = daemon.post_json(&format!("/api/devices/{blocked}/block"), Value::Null).await;
+    assert_eq!(status, 200);
+    watcher.collect(100, Duration::from_millis(300)).await; // drain what was in flight
+
+    let after = watcher.collect(4, Duration::from_secs(10)).await;
+    assert!(after.len() >= 3, "the adopted tag keeps reporting");
+    for message in &after {
+        let reading = message.json();
+        assert_eq!(reading["deviceId"], adopted.as_str(), "a blocked tag is not published");
+        let t = reading["temperature"].as_f64().unwrap();
+        assert!((t - before - 10.0).abs() < 1.0, "offset applied: {before} → {t}");
+        // Derived values follow the corrected temperature.
+        assert!(reading["dewPoint"].as_f64().unwrap() < t);
+    }
+    let health = daemon.get_json("/api/health").await;
+    assert!(health["pipeline"]["rejectedBlocked"].as_u64().unwrap() > 0, "{health}");
+
+    let (status, body) = daemon.post_json("/api/devices/nope/adopt", json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("device_not_found")));
+    let (status, body) =
+        daemon.post_json(&format!("/api/devices/{adopted}/adopt"), json!({"calibration": {"temperature": 99}})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_calibration")));
+
+    let (status, _) = daemon.post_json(&format!("/api/devices/{blocked}/unblock"), Value::Null).await;
+    assert_eq!(status, 200);
+    let resumed = watcher.collect(20, Duration::from_secs(5)).await;
+    assert!(resumed.iter().any(|m| m.json()["deviceId"] == blocked.as_str()), "unblocked tag reports again");
+    let audit = daemon.get_json(&format!("/api/audit?device={blocked}")).await;
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, vec!["unblocked", "blocked"]);
+}

@@ -28,6 +28,7 @@ use crate::reading::now_ms;
 use crate::registry::{self, Registry};
 use crate::simulator;
 use crate::store::{self, Store, StoreStats, WriterHandle};
+use crate::tags::TagSettings;
 
 const BUS_CAPACITY: usize = 16 * 1024;
 const INGRESS_CAPACITY: usize = 8 * 1024;
@@ -132,7 +133,12 @@ impl Gateway {
         ));
 
         let pipeline_stats = Arc::new(PipelineStats::default());
-        let processor = Processor::new(config.pipeline.dedup_window.as_millis() as i64, pipeline_stats.clone());
+        let tag_settings = store.run(|conn| Ok(TagSettings::load(conn)?)).await?;
+        let processor = Processor::new(
+            config.pipeline.dedup_window.as_millis() as i64,
+            pipeline_stats.clone(),
+            tag_settings.clone(),
+        );
         let (ingress, ingress_rx) = mpsc::channel(INGRESS_CAPACITY);
         tasks.spawn(pipeline::run(ingress_rx, bus.clone(), processor, shutdown.clone()));
 
@@ -199,6 +205,7 @@ impl Gateway {
             tls_dir: data_dir.join("tls"),
             lifecycle,
             data_dir: data_dir.clone(),
+            tag_settings,
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -17,4 +17,5 @@ pub mod registry;
 pub mod ruuvi;
 pub mod simulator;
 pub mod store;
+pub mod tags;
 pub mod topics;

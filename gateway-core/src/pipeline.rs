@@ -13,6 +13,7 @@ use crate::bus::{Bus, Event};
 use crate::dedup::{Deduplicator, MeasurementKey};
 use crate::reading::{now_ms, ruuvi_device_id, Reading};
 use crate::ruuvi::{self, add_derived_values, AdError, DecodeError, Mac};
+use crate::tags::TagSettings;
 
 /// Raw advertising data as a receiver heard it.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct Advertisement {
 /// Why an advertisement produced no reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
+    /// The user blocked this tag.
+    Blocked,
     NotRuuvi,
     MalformedAdvertisement,
     UnsupportedFormat,
@@ -39,7 +42,8 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    const ALL: [Rejection; 6] = [
+    const ALL: [Rejection; 7] = [
+        Rejection::Blocked,
         Rejection::NotRuuvi,
         Rejection::MalformedAdvertisement,
         Rejection::UnsupportedFormat,
@@ -76,6 +80,8 @@ pub struct PipelineSnapshot {
     pub rejected_unsupported_format: u64,
     pub rejected_too_short: u64,
     pub rejected_no_mac: u64,
+    /// Advertisements of tags the user blocked.
+    pub rejected_blocked: u64,
 }
 
 impl PipelineStats {
@@ -94,6 +100,7 @@ impl PipelineStats {
             rejected_unsupported_format: rejected(Rejection::UnsupportedFormat),
             rejected_too_short: rejected(Rejection::TooShort),
             rejected_no_mac: rejected(Rejection::NoMac),
+            rejected_blocked: rejected(Rejection::Blocked),
         }
     }
 }
@@ -102,14 +109,15 @@ impl PipelineStats {
 /// benchmarks can drive it directly.
 pub struct Processor {
     dedup: Deduplicator,
+    tags: TagSettings,
     stats: Arc<PipelineStats>,
     last_prune: i64,
     window_ms: i64,
 }
 
 impl Processor {
-    pub fn new(dedup_window_ms: i64, stats: Arc<PipelineStats>) -> Processor {
-        Processor { dedup: Deduplicator::new(dedup_window_ms), stats, last_prune: 0, window_ms: dedup_window_ms }
+    pub fn new(dedup_window_ms: i64, stats: Arc<PipelineStats>, tags: TagSettings) -> Processor {
+        Processor { dedup: Deduplicator::new(dedup_window_ms), tags, stats, last_prune: 0, window_ms: dedup_window_ms }
     }
 
     pub fn process(&mut self, adv: &Advertisement) -> Result<Reading, Rejection> {
@@ -143,13 +151,20 @@ impl Processor {
             Some(sequence) => MeasurementKey::Sequence(sequence),
             None => MeasurementKey::of_payload(payload),
         };
+        let device_id = ruuvi_device_id(&mac);
+        let setting = self.tags.get(&device_id).unwrap_or_default();
+        if setting.blocked {
+            return Err(Rejection::Blocked);
+        }
         if !self.dedup.first_time(mac, measurement.data_format, key, adv.received_at) {
             return Err(Rejection::Duplicate);
         }
+        // Offsets correct what the sensor reports; derived values then follow the corrected ones.
+        setting.calibration.apply(&mut measurement);
         add_derived_values(&mut measurement);
         Ok(Reading {
             ts: adv.received_at,
-            device_id: ruuvi_device_id(&mac),
+            device_id,
             mac: mac.to_string(),
             rssi: adv.rssi,
             receiver: adv.receiver.to_string(),
@@ -213,7 +228,7 @@ mod tests {
     #[test]
     fn duplicates_and_bad_adverts_are_counted_by_reason() {
         let stats = Arc::new(PipelineStats::default());
-        let mut p = Processor::new(60_000, stats.clone());
+        let mut p = Processor::new(60_000, stats.clone(), TagSettings::default());
         let reading = p.process(&df5_adv(7, Some(TAG), None, 1_000)).unwrap();
         assert_eq!(reading.device_id, "ruuvi-c10203040506");
         assert_eq!(reading.mac, "C1:02:03:04:05:06");

@@ -7,6 +7,7 @@ mod error;
 mod lifecycle;
 mod live;
 mod params;
+mod tags;
 
 pub use error::ApiError;
 
@@ -38,6 +39,8 @@ pub struct ApiState {
     pub tls_dir: std::path::PathBuf,
     pub lifecycle: std::sync::Arc<crate::lifecycle::Lifecycle>,
     pub data_dir: std::path::PathBuf,
+    /// Bluetooth tags' block list and calibration, shared with the pipeline.
+    pub tag_settings: crate::tags::TagSettings,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -52,6 +55,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/devices/{id}/deactivate", axum::routing::post(lifecycle::deactivate))
         .route("/api/devices/{id}/capabilities", axum::routing::put(lifecycle::update_capabilities))
         .route("/api/claims", axum::routing::post(lifecycle::claim))
+        .route("/api/devices/{id}/adopt", axum::routing::post(tags::adopt))
+        .route("/api/devices/{id}/ignore", axum::routing::post(tags::ignore))
+        .route("/api/devices/{id}/block", axum::routing::post(tags::block))
+        .route("/api/devices/{id}/unblock", axum::routing::post(tags::unblock))
         .route(
             "/api/pairing",
             get(lifecycle::pairing_status).post(lifecycle::open_pairing).delete(lifecycle::close_pairing),

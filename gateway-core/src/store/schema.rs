@@ -97,6 +97,8 @@ const MIGRATIONS: &[&str] = &[
         details TEXT
     );
     CREATE INDEX alerts_device_ts ON alerts(device_id, ts);",
+    // 4: per-tag calibration offsets
+    "ALTER TABLE devices ADD COLUMN calibration TEXT;",
 ];
 
 pub fn schema_version() -> usize {
