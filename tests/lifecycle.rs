@@ -481,3 +481,72 @@ async fn bluetooth_tags_are_adopted_with_offsets_or_blocked_without_claim_codes(
     let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, vec!["unblocked", "blocked"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovery_import_creates_feeds_and_removes_entities() {
+    let daemon = Daemon::start(&[]);
+    // A Tasmota-like device: its firmware publishes discovery configs and state with a service
+    // account allowed to write its own state topics.
+    let tasmota = daemon.account("tasmota", "service", &[("tasmota/#", "write")]).await;
+    let plug = Client::connect(options_as("sonoff-th", daemon.runtime.mqtt, &tasmota)).await;
+    let config = json!({
+        "name": "Garage Temperature", "stat_t": "tasmota/tele/garage/SENSOR", "uniq_id": "garage_T",
+        "dev": {"ids": ["garage01"], "name": "Garage", "mf": "Tasmota", "mdl": "Sonoff TH"},
+        "unit_of_meas": "°C", "dev_cla": "temperature", "val_tpl": "{{ value_json['AM2301'].Temperature }}"
+    });
+    let humidity = json!({
+        "name": "Garage Humidity", "stat_t": "tasmota/tele/garage/SENSOR",
+        "dev": {"ids": ["garage01"]}, "unit_of_meas": "%", "val_tpl": "{{ value_json.AM2301.Humidity }}"
+    });
+    plug.client
+        .publish("homeassistant/sensor/garage01/temperature/config", QoS::AtLeastOnce, true, config.to_string())
+        .await
+        .unwrap();
+    plug.client
+        .publish("homeassistant/sensor/garage01/humidity/config", QoS::AtLeastOnce, true, humidity.to_string())
+        .await
+        .unwrap();
+
+    let device = gatehouse_tests::eventually(Duration::from_secs(5), async || {
+        let d = daemon.get_json("/api/devices?kind=homeassistant").await;
+        let d = d.as_array()?.first()?.clone();
+        (d["capabilities"]["telemetry"].as_array()?.len() == 2).then_some(d)
+    })
+    .await
+    .expect("the imported device with two entities");
+    assert_eq!(device["id"], "ha-garage01");
+    assert_eq!(device["state"], "discovered");
+    assert_eq!((device["manufacturer"].as_str(), device["model"].as_str()), (Some("Tasmota"), Some("Sonoff TH")));
+
+    for t in [18.5, 19.0] {
+        let state = json!({"AM2301": {"Temperature": t, "Humidity": 60}});
+        plug.client.publish("tasmota/tele/garage/SENSOR", QoS::AtLeastOnce, false, state.to_string()).await.unwrap();
+    }
+    let history = gatehouse_tests::eventually(Duration::from_secs(5), async || {
+        let h = daemon.get_json("/api/devices/ha-garage01/readings?from=-1h&bucket=1h").await;
+        (h["series"]["garage_temperature"]["max"][0].as_f64()? == 19.0).then_some(h)
+    })
+    .await
+    .expect("state messages feed the device's telemetry");
+    assert_eq!(history["series"]["garage_humidity"]["avg"][0], 60.0);
+
+    // Adopted like a tag.
+    let (status, adopted) = daemon.post_json("/api/devices/ha-garage01/adopt", json!({"room": "garage"})).await;
+    assert_eq!((status, adopted["state"].as_str()), (200, Some("active")));
+
+    // An empty retained config removes the entity; the last one removes the device.
+    plug.client.publish("homeassistant/sensor/garage01/humidity/config", QoS::AtLeastOnce, true, "").await.unwrap();
+    let one_left = gatehouse_tests::eventually(Duration::from_secs(5), async || {
+        let d = daemon.get_json("/api/devices/ha-garage01").await;
+        (d["capabilities"]["telemetry"].as_array()?.len() == 1).then_some(d)
+    })
+    .await;
+    assert!(one_left.is_some(), "the humidity entity is gone");
+    plug.client.publish("homeassistant/sensor/garage01/temperature/config", QoS::AtLeastOnce, true, "").await.unwrap();
+    let gone = gatehouse_tests::eventually(Duration::from_secs(5), async || {
+        let d = daemon.get_json("/api/devices?kind=homeassistant").await;
+        d.as_array()?.is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the device is removed with its last entity");
+}

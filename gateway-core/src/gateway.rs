@@ -21,6 +21,7 @@ use crate::auth::Directory;
 use crate::broker::{self, ListenerAddrs};
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::ha_import;
 use crate::health::{Health, SimulatorInfo};
 use crate::lifecycle::{self, Lifecycle};
 use crate::pipeline::{self, Advertisement, PipelineStats, Processor};
@@ -134,6 +135,15 @@ impl Gateway {
 
         let pipeline_stats = Arc::new(PipelineStats::default());
         let tag_settings = store.run(|conn| Ok(TagSettings::load(conn)?)).await?;
+        let import_stats = Arc::new(ha_import::ImportStats::default());
+        tasks.spawn(ha_import::run(
+            mqtt.links.clone(),
+            store.clone(),
+            bus.clone(),
+            tag_settings.clone(),
+            import_stats.clone(),
+            shutdown.clone(),
+        ));
         let processor = Processor::new(
             config.pipeline.dedup_window.as_millis() as i64,
             pipeline_stats.clone(),
@@ -174,6 +184,7 @@ impl Gateway {
             bluetooth,
             simulator,
             lifecycle: lifecycle.stats.clone(),
+            homeassistant_import: import_stats,
         };
 
         tasks.spawn(broker::run_gateway_link(

@@ -28,6 +28,7 @@ pub struct Health {
     pub bluetooth: String,
     pub simulator: Option<SimulatorInfo>,
     pub lifecycle: Arc<LifecycleStats>,
+    pub homeassistant_import: Arc<crate::ha_import::ImportStats>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -66,6 +67,8 @@ pub struct HealthReport {
     pub bluetooth: String,
     pub simulator: Option<SimulatorInfo>,
     pub lifecycle: LifecycleReport,
+    /// Home Assistant discovery import: configs seen and rejected, state messages and unreadable ones.
+    pub homeassistant_import: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -112,6 +115,7 @@ impl Health {
                     alerts_rejected: get(&l.alerts_rejected),
                 }
             },
+            homeassistant_import: serde_json::to_value(&*self.homeassistant_import).unwrap_or_default(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod config;
 pub mod dedup;
 pub mod gateway;
+pub mod ha_import;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;

@@ -1,4 +1,5 @@
-//! Bluetooth tags as devices: a tag that is heard appears as `discovered`; the user adopts it
+//! Bluetooth tags (and devices imported from Home Assistant discovery) as devices: one that is
+//! heard appears as `discovered`; the user adopts it
 //! (name, room, calibration offsets), ignores it (kept, hidden from the main views) or blocks it
 //! (its advertisements are dropped and counted). No claim code: a tag can only be heard.
 //! The settings the pipeline needs on every advertisement are shared in memory ([`TagSettings`]).
@@ -71,7 +72,7 @@ pub struct TagSettings {
 impl TagSettings {
     pub fn load(conn: &Connection) -> rusqlite::Result<TagSettings> {
         let mut stmt = conn.prepare(
-            "SELECT id, state, calibration FROM devices WHERE kind IN ('ruuvi_tag', 'ruuvi_air') \
+            "SELECT id, state, calibration FROM devices WHERE kind IN ('ruuvi_tag', 'ruuvi_air', 'homeassistant') \
              AND (state = 'blocked' OR calibration IS NOT NULL)",
         )?;
         let rows = stmt
@@ -103,7 +104,7 @@ impl TagSettings {
 pub fn save(conn: &Connection, device_id: &str, state: &str, calibration: &Calibration) -> rusqlite::Result<usize> {
     let json = (*calibration != Calibration::default()).then(|| serde_json::to_string(calibration).unwrap_or_default());
     conn.execute(
-        "UPDATE devices SET state = ?2, calibration = ?3 WHERE id = ?1 AND kind IN ('ruuvi_tag', 'ruuvi_air')",
+        "UPDATE devices SET state = ?2, calibration = ?3 WHERE id = ?1 AND kind IN ('ruuvi_tag', 'ruuvi_air', 'homeassistant')",
         params![device_id, state, json],
     )
 }

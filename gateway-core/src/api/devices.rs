@@ -91,7 +91,7 @@ pub async fn readings(
     };
     let fields: Vec<String> = match query.get("fields") {
         Some(list) => list.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from).collect(),
-        None if device.kind == "lan" => {
+        None if device.kind == "lan" || device.kind == "homeassistant" => {
             // The device's declared numeric (and boolean) telemetry fields.
             let declared =
                 device.capabilities.as_ref().and_then(|c| c["telemetry"].as_array().cloned()).unwrap_or_default();

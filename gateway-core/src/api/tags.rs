@@ -90,7 +90,7 @@ async fn set(
         .store
         .run(move |conn| {
             let Some(device) = db::device(conn, &device_id)? else { return Ok(Err("missing")) };
-            if device.kind != "ruuvi_tag" && device.kind != "ruuvi_air" {
+            if !matches!(device.kind.as_str(), "ruuvi_tag" | "ruuvi_air" | "homeassistant") {
                 return Ok(Err("not_a_tag"));
             }
             let calibration = match calibration {

@@ -89,7 +89,8 @@ pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<Histor
     else {
         return Ok(None);
     };
-    if kind == "lan" {
+    // LAN and imported devices keep their telemetry in the narrow table.
+    if kind == "lan" || kind == "homeassistant" {
         return lan_history(conn, q, device_pk, bucket_ms).map(Some);
     }
     let columns = q

@@ -99,6 +99,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX alerts_device_ts ON alerts(device_id, ts);",
     // 4: per-tag calibration offsets
     "ALTER TABLE devices ADD COLUMN calibration TEXT;",
+    // 5: entities of devices imported from Home Assistant discovery
+    "ALTER TABLE devices ADD COLUMN integration TEXT;",
 ];
 
 pub fn schema_version() -> usize {
