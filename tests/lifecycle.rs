@@ -550,3 +550,60 @@ async fn home_assistant_discovery_import_creates_feeds_and_removes_entities() {
     .await;
     assert!(gone.is_some(), "the device is removed with its last entity");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_rotated_over_the_devices_own_channel() {
+    use tokio::io::AsyncBufReadExt;
+    let daemon = Daemon::start(&[]);
+    let api = format!("http://{}", daemon.runtime.http);
+    let state = daemon.data_dir.join("rot-1.json");
+    let mut device = tokio::process::Command::new(gatehouse_tests::workspace_bin("gatehouse-device"))
+        .args(["--id", "rot-1", "--mqtt", &daemon.runtime.mqtt.to_string(), "--api", &api])
+        .arg("--state")
+        .arg(&state)
+        .args(["--interval", "200ms", "--count", "12"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(device.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut rotated = false;
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, lines.next_line()).await.expect("device keeps talking")
+    {
+        let event: Value = serde_json::from_str(&line).unwrap();
+        match event["event"].as_str().unwrap() {
+            "pending" => {
+                let (status, _) = daemon.post_json("/api/claims", json!({ "code": event["claimCode"] })).await;
+                assert_eq!(status, 200);
+            }
+            "telemetry" if !rotated && event["n"] == 3 => {
+                let old: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+                events.push(old["password"].as_str().unwrap().to_string());
+                let (status, _) = daemon.post_json("/api/devices/rot-1/rotate-credentials", Value::Null).await;
+                assert_eq!(status, 202);
+                rotated = true;
+            }
+            _ => {}
+        }
+        events.push(event["event"].as_str().unwrap().to_string());
+    }
+    assert!(device.wait().await.unwrap().success());
+    let after = events.iter().skip_while(|e| e.as_str() != "credentials_rotated").cloned().collect::<Vec<_>>();
+    assert_eq!(after.get(1).map(String::as_str), Some("connected"), "reconnected with the new password: {events:?}");
+    let old_password = events[events.iter().position(|e| e.len() == 40).unwrap()].clone();
+    let new: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_ne!(new["password"].as_str().unwrap(), old_password);
+    let old = Credentials { username: "rot-1".into(), password: old_password };
+    assert!(
+        matches!(
+            Client::try_connect(options_as("rot-1", daemon.runtime.mqtt, &old)).await,
+            Err(rumqttc::ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized))
+        ),
+        "the old password stops working once the new one is used"
+    );
+    let audit = daemon.get_json("/api/audit?device=rot-1").await;
+    assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "credentials_rotated"));
+}

@@ -4,7 +4,7 @@
 /// Sub-topics a device publishes under `devices/{site}/{id}/`.
 pub const DEVICE_PUBLISHES: &[&str] = &["telemetry", "status", "alert", "command_response"];
 /// Sub-topics a device subscribes to under `devices/{site}/{id}/`.
-pub const DEVICE_SUBSCRIBES: &[&str] = &["commands", "config"];
+pub const DEVICE_SUBSCRIBES: &[&str] = &["commands", "config", "credentials"];
 
 /// Top-level topic namespaces whose second level is the site (tenant).
 pub const SITE_SCOPED_ROOTS: &[&str] = &["devices", "gatehouse", "provisioning"];

@@ -79,6 +79,17 @@ pub async fn regenerate_code(
     Ok((StatusCode::CREATED, Json(json!({ "deviceId": id, "claimCode": code, "expiresAt": expires_at }))))
 }
 
+pub async fn rotate_credentials(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (actor, source) = actor(&headers, &peer);
+    state.lifecycle.rotate_credentials(&id, &actor, &source).await.map_err(claim_error)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 pub async fn deactivate(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

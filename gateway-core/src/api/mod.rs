@@ -53,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/devices/{id}/approve", axum::routing::post(lifecycle::approve))
         .route("/api/devices/{id}/claim-code", axum::routing::post(lifecycle::regenerate_code))
         .route("/api/devices/{id}/deactivate", axum::routing::post(lifecycle::deactivate))
+        .route("/api/devices/{id}/rotate-credentials", axum::routing::post(lifecycle::rotate_credentials))
         .route("/api/devices/{id}/capabilities", axum::routing::put(lifecycle::update_capabilities))
         .route("/api/claims", axum::routing::post(lifecycle::claim))
         .route("/api/devices/{id}/adopt", axum::routing::post(tags::adopt))

@@ -88,7 +88,8 @@ impl Directory {
         let identities = store
             .run(|conn| {
                 let mut stmt = conn.prepare(
-                    "SELECT username, role, site, rules, enabled, description, created_at, password_hash FROM identities",
+                    "SELECT username, role, site, rules, enabled, description, created_at, password_hash, \
+                     next_password_hash FROM identities",
                 )?;
                 let rows = stmt.query_map([], |row| {
                     let role: String = row.get(1)?;
@@ -102,6 +103,7 @@ impl Directory {
                         description: row.get(5)?,
                         created_at: row.get(6)?,
                         password_hash: row.get(7)?,
+                        next_password_hash: row.get(8)?,
                     })
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -155,13 +157,29 @@ impl Directory {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(username)
                 .is_some_and(|d| constant_time_eq(d, &digest));
+        let mut identity = identity;
         if !cached {
-            let phc = identity.as_ref().and_then(|i| i.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
+            let current =
+                identity.as_ref().and_then(|i| i.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
+            let next = identity.as_ref().and_then(|i| i.next_password_hash.clone());
             let secret = secret.to_string();
             let _permit = self.hashing.acquire().await.map_err(|_| AuthError::BadCredentials)?;
-            let ok = tokio::task::spawn_blocking(move || password::verify(&secret, &phc)).await.unwrap_or(false);
+            let (ok, with_next) = tokio::task::spawn_blocking(move || {
+                if password::verify(&secret, &current) {
+                    (true, false)
+                } else {
+                    let with_next = next.is_some_and(|next| password::verify(&secret, &next));
+                    (with_next, with_next)
+                }
+            })
+            .await
+            .unwrap_or((false, false));
             if !ok || identity.is_none() {
                 return Err(AuthError::BadCredentials);
+            }
+            if with_next {
+                // The device uses its new secret: it replaces the old one for good.
+                identity = self.promote_next_secret(username).await.or(identity);
             }
             self.verified.lock().unwrap_or_else(|p| p.into_inner()).insert(username.to_string(), digest);
         }
@@ -221,6 +239,7 @@ impl Directory {
             description: new.description,
             created_at: now_ms(),
             password_hash: Some(phc),
+            next_password_hash: None,
         };
         let row = identity.clone();
         self.store
@@ -260,6 +279,39 @@ impl Directory {
         }
         self.revoke(username, "secret rotated").await;
         Ok(secret)
+    }
+
+    /// Stages a new secret without revoking the current one (for handing it to a connected device);
+    /// the first login with it makes it the only one. Returns the new secret.
+    pub async fn stage_secret(&self, username: &str) -> Result<String, DirectoryError> {
+        self.get(username).ok_or_else(|| DirectoryError::NotFound(username.into()))?;
+        let secret = password::generate();
+        let to_hash = secret.clone();
+        let phc =
+            tokio::task::spawn_blocking(move || password::hash(&to_hash)).await.map_err(|_| StoreError::WorkerGone)?;
+        self.update(username, "UPDATE identities SET next_password_hash = ?2 WHERE username = ?1", Some(phc.clone()))
+            .await?;
+        if let Some(identity) = self.identities.write().unwrap_or_else(|p| p.into_inner()).get_mut(username) {
+            identity.next_password_hash = Some(phc);
+        }
+        Ok(secret)
+    }
+
+    async fn promote_next_secret(&self, username: &str) -> Option<Identity> {
+        let promoted = {
+            let mut identities = self.identities.write().unwrap_or_else(|p| p.into_inner());
+            let identity = identities.get_mut(username)?;
+            identity.password_hash = identity.next_password_hash.take();
+            identity.clone()
+        };
+        let result = self
+            .update(username, "UPDATE identities SET password_hash = next_password_hash, next_password_hash = NULL WHERE username = ?1 AND ?2 IS NULL", None)
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, %username, "saving a rotated secret failed");
+        }
+        tracing::info!(%username, "rotated secret now in use; the old one no longer works");
+        Some(promoted)
     }
 
     pub async fn set_enabled(&self, username: &str, enabled: bool) -> Result<Identity, DirectoryError> {

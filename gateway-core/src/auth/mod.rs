@@ -60,6 +60,10 @@ pub struct Identity {
     pub created_at: i64,
     #[serde(skip)]
     pub password_hash: Option<String>,
+    /// A new secret handed to the device but not used yet: either secret authenticates until the
+    /// device logs in with the new one, which then replaces the old.
+    #[serde(skip)]
+    pub next_password_hash: Option<String>,
 }
 
 impl Identity {
@@ -151,6 +155,7 @@ mod tests {
             description: None,
             created_at: 0,
             password_hash: None,
+            next_password_hash: None,
         }
     }
 
@@ -168,6 +173,8 @@ mod tests {
             ("devices/home/d1/command_response", true, false, false, false, false, false),
             ("devices/home/d1/commands", false, true, false, false, false, false),
             ("devices/home/d1/config", false, true, false, false, false, false),
+            ("devices/home/d1/credentials", false, true, false, false, false, false),
+            ("devices/home/d2/credentials", false, false, false, false, false, false),
             ("devices/home/d2/telemetry", false, false, false, false, false, true),
             ("devices/home/d2/commands", false, false, false, false, false, false),
             ("devices/lab/d1/telemetry", false, false, false, false, false, false),

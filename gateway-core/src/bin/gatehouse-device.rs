@@ -73,10 +73,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut remaining = args.count;
     loop {
         match (&state.username, &state.password) {
             (Some(username), Some(password)) => {
-                return run_as_device(&args, username.clone(), password.clone()).await;
+                match run_as_device(&args, username.clone(), password.clone(), &mut remaining).await {
+                    Session::Exit(code) => return code,
+                    Session::NewCredentials(username, password) => {
+                        // Store first, then reconnect with them: the old password stops working
+                        // once the gateway has seen the new one.
+                        state.username = Some(username);
+                        state.password = Some(password);
+                        if let Err(error) = save_state(&args.state, &state) {
+                            eprintln!("gatehouse-device: cannot save the new credentials: {error}");
+                            return ExitCode::from(2);
+                        }
+                        emit(json!({ "event": "credentials_rotated" }));
+                    }
+                }
             }
             _ => match provision(&args, &state).await {
                 Ok((username, password)) => {
@@ -202,9 +216,15 @@ async fn provision(args: &Args, state: &State) -> Result<(String, String), ExitC
     }
 }
 
+enum Session {
+    Exit(ExitCode),
+    /// The gateway sent new credentials on the device's credentials topic.
+    NewCredentials(String, String),
+}
+
 /// Connects as itself and sends telemetry; exit status 3 when the gateway no longer accepts the
 /// credentials (the device was deactivated).
-async fn run_as_device(args: &Args, username: String, password: String) -> ExitCode {
+async fn run_as_device(args: &Args, username: String, password: String, remaining: &mut Option<u64>) -> Session {
     let (host, port) = split_addr(&args.mqtt);
     let status_topic = format!("devices/{}/{}/status", args.site, args.id);
     let mut options = MqttOptions::new(&args.id, host, port);
@@ -216,6 +236,7 @@ async fn run_as_device(args: &Args, username: String, password: String) -> ExitC
     ));
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     let telemetry_topic = format!("devices/{}/{}/telemetry", args.site, args.id);
+    let credentials_topic = format!("devices/{}/{}/credentials", args.site, args.id);
     let mut sent = 0u64;
     let mut ticker = tokio::time::interval(args.interval);
     let mut connected = false;
@@ -227,9 +248,18 @@ async fn run_as_device(args: &Args, username: String, password: String) -> ExitC
                     emit(json!({ "event": "connected" }));
                     let _ = client.publish(&status_topic, QoS::AtLeastOnce, true, "online").await;
                     let _ = client.subscribe(format!("devices/{}/{}/commands", args.site, args.id), QoS::AtLeastOnce).await;
+                    let _ = client.subscribe(&credentials_topic, QoS::AtLeastOnce).await;
                     if let Some(severity) = &args.alert {
                         let alert = json!({ "severity": severity, "code": "started", "message": format!("{} started", args.name) });
                         let _ = client.publish(format!("devices/{}/{}/alert", args.site, args.id), QoS::AtLeastOnce, false, alert.to_string()).await;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(message))) if message.topic == credentials_topic => {
+                    let reply: Value = serde_json::from_slice(&message.payload).unwrap_or_default();
+                    if let (Some(username), Some(password)) = (reply["username"].as_str(), reply["password"].as_str()) {
+                        let _ = client.disconnect().await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+                        return Session::NewCredentials(username.to_string(), password.to_string());
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(message))) => {
@@ -239,7 +269,7 @@ async fn run_as_device(args: &Args, username: String, password: String) -> ExitC
                 Err(ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword)) => {
                     eprintln!("gatehouse-device: the gateway refused this device's credentials (deactivated?); delete {} to register again", args.state.display());
                     emit(json!({ "event": "refused" }));
-                    return ExitCode::from(3);
+                    return Session::Exit(ExitCode::from(3));
                 }
                 Err(error) => {
                     connected = false;
@@ -255,9 +285,12 @@ async fn run_as_device(args: &Args, username: String, password: String) -> ExitC
                 });
                 if client.publish(&telemetry_topic, QoS::AtLeastOnce, false, reading.to_string()).await.is_ok() {
                     sent += 1;
+                    if let Some(left) = remaining.as_mut() {
+                        *left = left.saturating_sub(1);
+                    }
                     emit(json!({ "event": "telemetry", "n": sent }));
                 }
-                if args.count.is_some_and(|count| sent >= count) {
+                if remaining.is_some_and(|left| left == 0) {
                     // Let the last publishes go out, then leave cleanly.
                     for _ in 0..20 {
                         if tokio::time::timeout(Duration::from_millis(50), eventloop.poll()).await.is_err() {
@@ -267,7 +300,7 @@ async fn run_as_device(args: &Args, username: String, password: String) -> ExitC
                     let _ = client.publish(&status_topic, QoS::AtLeastOnce, true, "offline").await;
                     let _ = client.disconnect().await;
                     let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
-                    return ExitCode::SUCCESS;
+                    return Session::Exit(ExitCode::SUCCESS);
                 }
             }
         }

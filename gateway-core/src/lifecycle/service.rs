@@ -474,6 +474,37 @@ impl Lifecycle {
         }
     }
 
+    /// Gives an active device a new password over its own authenticated channel
+    /// (`devices/{site}/{id}/credentials`). The old password keeps working until the device logs
+    /// in with the new one, so a device that misses the message is not locked out.
+    pub async fn rotate_credentials(&self, device_id: &str, actor: &str, source: &str) -> Result<(), ClaimError> {
+        let device = self.device(device_id).await?;
+        if device.kind != "lan" || device.state != "active" {
+            return Err(ClaimError::NotPending(
+                device_id.into(),
+                format!("{} (only active LAN devices have credentials)", device.state),
+            ));
+        }
+        let password = self.directory.stage_secret(device_id).await?;
+        let site = device.site.clone().unwrap_or_else(|| self.site.clone());
+        let reply = Reply::Credentials {
+            device_id: device_id.into(),
+            username: device_id.into(),
+            password,
+            site: site.clone(),
+            client_id: device_id.into(),
+        };
+        let payload = serde_json::to_vec(&reply).unwrap_or_default();
+        let message = OutgoingMessage {
+            topic: topics::device_topic(&site, device_id, "credentials"),
+            payload: payload.into(),
+            retain: false,
+        };
+        self.bus.publish(Event::MqttPublish(Arc::new(message))).await;
+        self.audit(actor, "credentials_rotated", Some(device_id), Some(source), None).await;
+        Ok(())
+    }
+
     /// Revokes the device's identity (its session ends at once) and stops task delivery. History stays.
     pub async fn deactivate(&self, device_id: &str, actor: &str, source: &str) -> Result<DeviceRecord, ClaimError> {
         let device = self.device(device_id).await?;

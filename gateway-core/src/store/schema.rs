@@ -101,6 +101,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE devices ADD COLUMN calibration TEXT;",
     // 5: entities of devices imported from Home Assistant discovery
     "ALTER TABLE devices ADD COLUMN integration TEXT;",
+    // 6: a second, staged secret while a device's credentials are being rotated
+    "ALTER TABLE identities ADD COLUMN next_password_hash TEXT;",
 ];
 
 pub fn schema_version() -> usize {
