@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod ha_import;
 pub mod health;
 pub mod lifecycle;
+pub mod lockout;
 pub mod logging;
 pub mod pipeline;
 pub mod reading;

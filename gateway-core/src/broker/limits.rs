@@ -1,11 +1,13 @@
 //! Abuse limits for the listener, as pure logic with time passed in: a token bucket for
 //! per-client publish rates, a per-address connection counter, and EMQX-style flapping detection
-//! (a client id that disconnects too often in a window is banned for a while).
+//! (a client id that disconnects too often in a window is banned for a while, see `lockout`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::lockout::{LockoutPolicy, Lockouts};
 
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
 #[derive(Debug, Clone)]
@@ -77,7 +79,7 @@ impl Drop for AddressPermit {
 
 #[derive(Debug, Clone, Copy)]
 pub struct FlapPolicy {
-    /// More than this many disconnects within `window` bans the client id.
+    /// More than this many disconnects within `window` bans the client id (0 disables).
     pub max_disconnects: usize,
     pub window: Duration,
     pub ban: Duration,
@@ -86,58 +88,27 @@ pub struct FlapPolicy {
 /// Flapping detection by client id.
 #[derive(Clone)]
 pub struct FlapTracker {
-    policy: FlapPolicy,
-    state: Arc<Mutex<FlapState>>,
-}
-
-#[derive(Default)]
-struct FlapState {
-    disconnects: HashMap<String, VecDeque<Instant>>,
-    banned_until: HashMap<String, Instant>,
+    policy: LockoutPolicy,
+    state: Arc<Mutex<Lockouts>>,
 }
 
 impl FlapTracker {
     pub fn new(policy: FlapPolicy) -> FlapTracker {
-        FlapTracker { policy, state: Arc::default() }
+        let threshold = if policy.max_disconnects == 0 { 0 } else { policy.max_disconnects + 1 };
+        FlapTracker {
+            policy: LockoutPolicy { threshold, window: policy.window, lockout: policy.ban },
+            state: Arc::default(),
+        }
     }
 
     /// Remaining ban time for `client_id`, if banned.
     pub fn banned(&self, client_id: &str, now: Instant) -> Option<Duration> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.banned_until.get(client_id) {
-            Some(&until) if until > now => Some(until - now),
-            Some(_) => {
-                state.banned_until.remove(client_id);
-                None
-            }
-            None => None,
-        }
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).locked(client_id, now)
     }
 
     /// Records a disconnect; returns true when it triggered a ban.
     pub fn record_disconnect(&self, client_id: &str, now: Instant) -> bool {
-        if self.policy.max_disconnects == 0 {
-            return false;
-        }
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let window = self.policy.window;
-        let times = state.disconnects.entry(client_id.to_string()).or_default();
-        times.push_back(now);
-        while times.front().is_some_and(|&t| now.saturating_duration_since(t) > window) {
-            times.pop_front();
-        }
-        if times.len() > self.policy.max_disconnects {
-            times.clear();
-            state.banned_until.insert(client_id.to_string(), now + self.policy.ban);
-            return true;
-        }
-        // Keep memory bounded by the number of recently flapping ids.
-        if state.disconnects.len() > 10_000 {
-            state
-                .disconnects
-                .retain(|_, t| t.back().is_some_and(|&last| now.saturating_duration_since(last) <= window));
-        }
-        false
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).record(client_id, now, &self.policy).is_some()
     }
 }
 

@@ -3,13 +3,11 @@
 //! approved from the pairing inbox), receives its own credentials, and can later be deactivated.
 //! Every step is written to the audit log. docs/protocol.md specifies the device's side.
 
-mod attempts;
 pub mod claim_code;
 pub mod db;
 pub mod registration;
 mod service;
 
-pub use attempts::AttemptPolicy;
 pub use registration::{Capabilities, FieldError, Registration};
 pub use service::{
     ensure_provisioning_identity, run, service_username, wants, Catalog, ClaimError, Lifecycle, LifecycleStats, Reply,

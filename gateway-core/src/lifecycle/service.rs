@@ -13,11 +13,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::attempts::{AttemptPolicy, Attempts};
 use super::registration::{self, Capabilities};
 use super::{claim_code, db};
 use crate::auth::{Directory, DirectoryError, NewIdentity, Role};
 use crate::bus::{Bus, Event, LifecycleChange, OutgoingMessage, Subscription};
+use crate::lockout::{LockoutPolicy, Lockouts};
 use crate::reading::now_ms;
 use crate::store::{DeviceRecord, Store, StoreError};
 use crate::topics;
@@ -87,6 +87,10 @@ pub enum ClaimError {
     Directory(#[from] DirectoryError),
 }
 
+/// Wrong claim codes: five in fifteen minutes from one source lock it out for fifteen minutes.
+const CLAIM_ATTEMPTS: LockoutPolicy =
+    LockoutPolicy { threshold: 5, window: Duration::from_secs(15 * 60), lockout: Duration::from_secs(15 * 60) };
+
 pub struct Lifecycle {
     store: Store,
     directory: Arc<Directory>,
@@ -95,8 +99,8 @@ pub struct Lifecycle {
     code_key: Vec<u8>,
     code_ttl: Duration,
     max_pairing: Duration,
-    policy: AttemptPolicy,
-    attempts: Mutex<Attempts>,
+    policy: LockoutPolicy,
+    attempts: Mutex<Lockouts>,
     /// The plaintext of each pending device's current code, to resend it on re-registration.
     codes: Mutex<HashMap<String, (String, i64)>>,
     /// Passwords of claimed devices that have not yet connected with them.
@@ -144,8 +148,8 @@ impl Lifecycle {
             code_key,
             code_ttl,
             max_pairing,
-            policy: AttemptPolicy::default(),
-            attempts: Mutex::new(Attempts::default()),
+            policy: CLAIM_ATTEMPTS,
+            attempts: Mutex::new(Lockouts::default()),
             codes: Mutex::new(HashMap::new()),
             undelivered: Mutex::new(HashMap::new()),
             pairing_until: Mutex::new(None),
@@ -339,13 +343,13 @@ impl Lifecycle {
         let failed = |this: &Self| {
             this.stats.claim_failures.fetch_add(1, Ordering::Relaxed);
             let mut attempts = this.attempts.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(retry_after) = attempts.fail(source, now_instant, &this.policy) {
+            if let Some(retry_after) = attempts.record(source, now_instant, &this.policy) {
                 this.stats.claim_lockouts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%source, "too many wrong claim codes; source locked out");
                 return ClaimError::LockedOut { retry_after };
             }
             ClaimError::Unknown {
-                attempts_left: this.policy.max_failures - attempts.recent_failures(source),
+                attempts_left: this.policy.threshold - attempts.recent(source),
                 lockout_minutes: this.policy.lockout.as_secs() / 60,
             }
         };

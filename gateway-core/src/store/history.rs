@@ -52,6 +52,20 @@ pub struct History {
     pub series: BTreeMap<String, Series>,
 }
 
+impl History {
+    fn empty(q: &HistoryQuery, bucket_ms: i64) -> History {
+        History {
+            device_id: q.device_id.clone(),
+            from: q.from,
+            to: q.to,
+            bucket_ms,
+            ts: Vec::new(),
+            count: Vec::new(),
+            series: q.fields.iter().map(|f| (f.clone(), Series::default())).collect(),
+        }
+    }
+}
+
 /// One field's statistics per bucket; `None` where no reading in the bucket had the field.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Series {
@@ -107,15 +121,7 @@ pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<Histor
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params![bucket_ms, device_pk, q.from, q.to])?;
-    let mut history = History {
-        device_id: q.device_id.clone(),
-        from: q.from,
-        to: q.to,
-        bucket_ms,
-        ts: Vec::new(),
-        count: Vec::new(),
-        series: q.fields.iter().map(|f| (f.clone(), Series::default())).collect(),
-    };
+    let mut history = History::empty(q, bucket_ms);
     while let Some(row) = rows.next()? {
         history.ts.push(row.get(0)?);
         history.count.push(row.get(1)?);
@@ -131,15 +137,7 @@ pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<Histor
 
 /// History of a LAN device from the narrow `telemetry` table (one row per field and message).
 fn lan_history(conn: &Connection, q: &HistoryQuery, device_pk: i64, bucket_ms: i64) -> Result<History, StoreError> {
-    let mut history = History {
-        device_id: q.device_id.clone(),
-        from: q.from,
-        to: q.to,
-        bucket_ms,
-        ts: Vec::new(),
-        count: Vec::new(),
-        series: q.fields.iter().map(|f| (f.clone(), Series::default())).collect(),
-    };
+    let mut history = History::empty(q, bucket_ms);
     let mut stmt = conn.prepare_cached(
         "SELECT ts / ?1 * ?1 AS bucket, field, COUNT(*), MIN(value), AVG(value), MAX(value) FROM telemetry \
          WHERE device_pk = ?2 AND ts >= ?3 AND ts < ?4 GROUP BY bucket, field ORDER BY bucket",
