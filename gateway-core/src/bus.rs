@@ -32,6 +32,9 @@ pub enum Event {
     ClientDisconnected { client: Arc<ClientInfo>, reason: String, at: i64 },
     /// An identity lost access (disabled, deleted, secret rotated): its sessions must end.
     IdentityRevoked { username: String, reason: &'static str },
+    /// A device's SUBSCRIBE that the ACL let through, after it was handed to the router: from
+    /// now on the device receives what is published on `filters` (its commands, its config).
+    DeviceSubscribed { client: Arc<ClientInfo>, filters: Vec<String> },
     /// A PUBLISH from a device or provisioning client that the ACL let through.
     DeviceMessage(Arc<DeviceMessage>),
     /// Validated telemetry from a LAN device (its declared numeric and boolean fields).
@@ -42,6 +45,8 @@ pub enum Event {
     MqttPublish(Arc<OutgoingMessage>),
     /// A device's lifecycle changed (registered, claimed, deactivated, deleted…).
     DeviceLifecycle(Arc<LifecycleChange>),
+    /// A task changed state (created, sent, delivered, finished…).
+    TaskUpdate(Arc<crate::tasks::Task>),
 }
 
 #[derive(Debug, Clone)]

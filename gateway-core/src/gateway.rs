@@ -30,6 +30,7 @@ use crate::registry::{self, Registry};
 use crate::simulator;
 use crate::store::{self, Store, StoreStats, WriterHandle};
 use crate::tags::TagSettings;
+use crate::tasks;
 
 const BUS_CAPACITY: usize = 16 * 1024;
 const INGRESS_CAPACITY: usize = 8 * 1024;
@@ -100,6 +101,7 @@ impl Gateway {
         // Subscribe before any task starts publishing, so that no early event is missed.
         let publisher_events = bus.subscribe_reliable("mqtt-publisher", 4096, broker::gateway_link_wants);
         let lifecycle_events = bus.subscribe_reliable("lifecycle", 1024, lifecycle::wants);
+        let task_events = bus.subscribe_reliable("tasks", 1024, tasks::wants);
         let registry_events = bus.subscribe("registry");
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
@@ -125,6 +127,15 @@ impl Gateway {
         .await?;
         lifecycle::ensure_provisioning_identity(&directory, &data_dir, &config.site, false).await?;
         tasks.spawn(lifecycle::run(lifecycle.clone(), lifecycle_events, shutdown.clone()));
+        let (task_service, task_commands) = tasks::channel(store.clone(), tasks::TaskDefaults::default());
+        tasks.spawn(tasks::run(
+            store.clone(),
+            bus.clone(),
+            task_service.stats.clone(),
+            task_commands,
+            task_events,
+            shutdown.clone(),
+        ));
         tasks.spawn(registry::run(
             registry.clone(),
             bus.clone(),
@@ -185,6 +196,7 @@ impl Gateway {
             simulator,
             lifecycle: lifecycle.stats.clone(),
             homeassistant_import: import_stats,
+            tasks: task_service.stats.clone(),
         };
 
         tasks.spawn(broker::run_gateway_link(
@@ -217,6 +229,7 @@ impl Gateway {
             lifecycle,
             data_dir: data_dir.clone(),
             tag_settings,
+            tasks: task_service,
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -29,6 +29,7 @@ pub struct Health {
     pub simulator: Option<SimulatorInfo>,
     pub lifecycle: Arc<LifecycleStats>,
     pub homeassistant_import: Arc<crate::ha_import::ImportStats>,
+    pub tasks: Arc<crate::tasks::TaskStats>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -69,6 +70,8 @@ pub struct HealthReport {
     pub lifecycle: LifecycleReport,
     /// Home Assistant discovery import: configs seen and rejected, state messages and unreadable ones.
     pub homeassistant_import: serde_json::Value,
+    /// Tasks created, sent, re-sent, finished by outcome, retried; responses ignored or malformed.
+    pub tasks: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -116,6 +119,7 @@ impl Health {
                 }
             },
             homeassistant_import: serde_json::to_value(&*self.homeassistant_import).unwrap_or_default(),
+            tasks: serde_json::to_value(&*self.tasks).unwrap_or_default(),
         }
     }
 }

@@ -20,4 +20,5 @@ pub mod ruuvi;
 pub mod simulator;
 pub mod store;
 pub mod tags;
+pub mod tasks;
 pub mod topics;

@@ -52,6 +52,8 @@ pub struct Daemon {
     pub log_path: PathBuf,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// Listen on these addresses instead of fresh ports (a restart devices can find again).
+    fixed: Option<Runtime>,
     _temp: tempfile::TempDir,
 }
 
@@ -79,6 +81,7 @@ impl Daemon {
             log_path: PathBuf::new(),
             data_dir: temp.path().to_path_buf(),
             args,
+            fixed: None,
             _temp: temp,
         };
         daemon.spawn();
@@ -94,8 +97,8 @@ impl Daemon {
             .arg("run")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--mqtt", "127.0.0.1:0", "--mqtt-tls", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0"])
-            .args(["--mqtt-wss", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-ble"])
+            .args(self.listen_args())
+            .arg("--no-ble")
             .args(&self.args)
             .env("RUST_LOG", "info,gateway_core=debug")
             .stdout(Stdio::null())
@@ -104,6 +107,17 @@ impl Daemon {
             .expect("start gatehouse");
         self.child = Some(child);
         self.runtime = self.wait_for_runtime(&runtime_file);
+    }
+
+    fn listen_args(&self) -> Vec<String> {
+        let any = "127.0.0.1:0".to_string();
+        let [mqtt, tls, ws, wss, http] = match &self.fixed {
+            Some(r) => [r.mqtt, r.mqtt_tls, r.mqtt_ws, r.mqtt_wss, r.http].map(|a| a.to_string()),
+            None => [(); 5].map(|_| any.clone()),
+        };
+        ["--mqtt", &mqtt, "--mqtt-tls", &tls, "--mqtt-ws", &ws, "--mqtt-wss", &wss, "--http", &http]
+            .map(String::from)
+            .to_vec()
     }
 
     fn wait_for_runtime(&mut self, path: &Path) -> Runtime {
@@ -204,6 +218,16 @@ impl Daemon {
         if self.child.is_some() {
             self.stop();
         }
+        self.spawn();
+    }
+}
+
+impl Daemon {
+    /// `kill -9`, then start again on the same data directory and the same ports, so running
+    /// devices reconnect by themselves.
+    pub fn kill_and_restart(&mut self) {
+        self.stop_with(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5));
+        self.fixed = Some(self.runtime.clone());
         self.spawn();
     }
 }

@@ -42,7 +42,11 @@ async fn stream(mut socket: WebSocket, mut events: Subscription, shutdown: Cance
                     Event::DeviceLifecycle(change) => json!({ "type": "device_lifecycle", "data": &**change }),
                     Event::Telemetry(telemetry) => json!({ "type": "telemetry", "data": &**telemetry }),
                     Event::Alert(alert) => json!({ "type": "alert", "data": &**alert }),
-                    Event::IdentityRevoked { .. } | Event::DeviceMessage(_) | Event::MqttPublish(_) => continue,
+                    Event::TaskUpdate(task) => json!({ "type": "task", "data": &**task }),
+                    Event::IdentityRevoked { .. }
+                    | Event::DeviceMessage(_)
+                    | Event::DeviceSubscribed { .. }
+                    | Event::MqttPublish(_) => continue,
                 };
                 if socket.send(Message::Text(message.to_string().into())).await.is_err() {
                     return;

@@ -8,6 +8,7 @@ mod lifecycle;
 mod live;
 mod params;
 mod tags;
+mod tasks;
 
 pub use error::ApiError;
 
@@ -41,6 +42,7 @@ pub struct ApiState {
     pub data_dir: std::path::PathBuf,
     /// Bluetooth tags' block list and calibration, shared with the pipeline.
     pub tag_settings: crate::tags::TagSettings,
+    pub tasks: crate::tasks::Tasks,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -56,6 +58,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/devices/{id}/rotate-credentials", axum::routing::post(lifecycle::rotate_credentials))
         .route("/api/devices/{id}/capabilities", axum::routing::put(lifecycle::update_capabilities))
         .route("/api/claims", axum::routing::post(lifecycle::claim))
+        .route("/api/devices/{id}/tasks", get(tasks::list).post(tasks::create))
+        .route("/api/tasks/{task}", get(tasks::get))
+        .route("/api/tasks/{task}/cancel", axum::routing::post(tasks::cancel))
+        .route("/api/tasks/{task}/retry", axum::routing::post(tasks::retry))
         .route("/api/devices/{id}/adopt", axum::routing::post(tags::adopt))
         .route("/api/devices/{id}/ignore", axum::routing::post(tags::ignore))
         .route("/api/devices/{id}/block", axum::routing::post(tags::block))

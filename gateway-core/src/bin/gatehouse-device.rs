@@ -49,6 +49,12 @@ struct Args {
     /// Raise an alert of this severity (info, warning, critical) after connecting.
     #[arg(long)]
     alert: Option<String>,
+    /// How to handle a command, COMMAND=MODE (repeatable). Modes: succeed (default), fail,
+    /// reject, hang (ack, never finish), slow:N (N seconds with progress), crash (exit 9 after
+    /// the ack), duplicate (answer twice), ignore (never answer), ignore-once (ignore the first
+    /// delivery of each task).
+    #[arg(long = "behaviour", value_name = "COMMAND=MODE")]
+    behaviours: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -57,6 +63,15 @@ struct State {
     registration_token: String,
     username: Option<String>,
     password: Option<String>,
+    /// Task id → how many times this device started executing it (tests check it is never 2).
+    #[serde(default)]
+    executions: std::collections::BTreeMap<String, u32>,
+    /// Task id → the final answer, re-sent when the gateway delivers the task again.
+    #[serde(default)]
+    results: std::collections::BTreeMap<String, Value>,
+    /// Task ids ignored once (mode ignore-once).
+    #[serde(default)]
+    ignored: std::collections::BTreeSet<String>,
 }
 
 fn emit(event: Value) {
@@ -75,9 +90,9 @@ async fn main() -> ExitCode {
     };
     let mut remaining = args.count;
     loop {
-        match (&state.username, &state.password) {
+        match (state.username.clone(), state.password.clone()) {
             (Some(username), Some(password)) => {
-                match run_as_device(&args, username.clone(), password.clone(), &mut remaining).await {
+                match run_as_device(&args, username, password, &mut remaining, &mut state).await {
                     Session::Exit(code) => return code,
                     Session::NewCredentials(username, password) => {
                         // Store first, then reconnect with them: the old password stops working
@@ -147,6 +162,9 @@ fn registration(args: &Args, state: &State) -> Value {
             ],
             "commands": [
                 {"name": "reboot", "description": "Restart the device"},
+                {"name": "identify", "description": "Blink the LED",
+                 "parameters": {"type": "object", "properties": {"seconds": {"type": "integer", "minimum": 1, "maximum": 60}},
+                                "additionalProperties": false}},
                 {"name": "set_interval", "description": "Change the telemetry interval",
                  "parameters": {"type": "object", "properties": {"seconds": {"type": "integer", "minimum": 1, "maximum": 3600}},
                                 "required": ["seconds"], "additionalProperties": false}}
@@ -224,7 +242,13 @@ enum Session {
 
 /// Connects as itself and sends telemetry; exit status 3 when the gateway no longer accepts the
 /// credentials (the device was deactivated).
-async fn run_as_device(args: &Args, username: String, password: String, remaining: &mut Option<u64>) -> Session {
+async fn run_as_device(
+    args: &Args,
+    username: String,
+    password: String,
+    remaining: &mut Option<u64>,
+    state: &mut State,
+) -> Session {
     let (host, port) = split_addr(&args.mqtt);
     let status_topic = format!("devices/{}/{}/status", args.site, args.id);
     let mut options = MqttOptions::new(&args.id, host, port);
@@ -237,17 +261,25 @@ async fn run_as_device(args: &Args, username: String, password: String, remainin
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     let telemetry_topic = format!("devices/{}/{}/telemetry", args.site, args.id);
     let credentials_topic = format!("devices/{}/{}/credentials", args.site, args.id);
+    let commands_topic = format!("devices/{}/{}/commands", args.site, args.id);
+    let response_topic = format!("devices/{}/{}/command_response", args.site, args.id);
     let mut sent = 0u64;
     let mut ticker = tokio::time::interval(args.interval);
     let mut connected = false;
+    let mut running = Running::default();
+    let (finished_tx, mut finished_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
+    running.finished = Some(finished_tx);
     loop {
         tokio::select! {
+            Some((task_id, result)) = finished_rx.recv() => {
+                finish_task(args, &client, &response_topic, &mut running, state, task_id, result).await;
+            }
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
                     emit(json!({ "event": "connected" }));
                     let _ = client.publish(&status_topic, QoS::AtLeastOnce, true, "online").await;
-                    let _ = client.subscribe(format!("devices/{}/{}/commands", args.site, args.id), QoS::AtLeastOnce).await;
+                    let _ = client.subscribe(&commands_topic, QoS::AtLeastOnce).await;
                     let _ = client.subscribe(&credentials_topic, QoS::AtLeastOnce).await;
                     if let Some(severity) = &args.alert {
                         let alert = json!({ "severity": severity, "code": "started", "message": format!("{} started", args.name) });
@@ -260,6 +292,14 @@ async fn run_as_device(args: &Args, username: String, password: String, remainin
                         let _ = client.disconnect().await;
                         let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
                         return Session::NewCredentials(username.to_string(), password.to_string());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(message))) if message.topic == commands_topic => {
+                    let envelope: Value = serde_json::from_slice(&message.payload).unwrap_or_default();
+                    if let Some(code) = handle_task(args, &client, &response_topic, &envelope, &mut running, state).await {
+                        // Let the acknowledgement leave, then stop like a device losing power.
+                        let _ = tokio::time::timeout(Duration::from_millis(300), async { loop { let _ = eventloop.poll().await; } }).await;
+                        return Session::Exit(code);
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(message))) => {
@@ -281,7 +321,7 @@ async fn run_as_device(args: &Args, username: String, password: String, remainin
                 let reading = json!({
                     "temperature": 20.0 + (sent % 10) as f64 * 0.1,
                     "humidity": 45.0,
-                    "door": sent % 5 == 0,
+                    "door": sent.is_multiple_of(5),
                 });
                 if client.publish(&telemetry_topic, QoS::AtLeastOnce, false, reading.to_string()).await.is_ok() {
                     sent += 1;
@@ -307,6 +347,159 @@ async fn run_as_device(args: &Args, username: String, password: String, remainin
     }
 }
 
+/// Tasks this process is executing right now (not persisted: a restart interrupts them).
+#[derive(Default)]
+struct Running {
+    tasks: std::collections::HashSet<String>,
+    /// Long executions run beside the MQTT loop and hand their final answer back here.
+    finished: Option<tokio::sync::mpsc::UnboundedSender<(String, Value)>>,
+}
+
+fn task_answer(task_id: &str, attempt: u64, status: &str, extra: Value) -> Value {
+    let mut body = json!({ "taskId": task_id, "attempt": attempt, "status": status });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
+
+async fn send_answer(client: &AsyncClient, topic: &str, body: &Value) {
+    let _ = client.publish(topic, QoS::AtLeastOnce, false, body.to_string()).await;
+}
+
+/// The device side of the task protocol (docs/protocol.md): de-duplicate on the task id, answer a
+/// redelivered task from the stored result, acknowledge, execute, answer. Returns an exit code
+/// when the configured behaviour is to crash.
+async fn handle_task(
+    args: &Args,
+    client: &AsyncClient,
+    topic: &str,
+    envelope: &Value,
+    running: &mut Running,
+    state: &mut State,
+) -> Option<ExitCode> {
+    if envelope["type"] != "task" {
+        return None; // a cancel: nothing of ours can be stopped half-way
+    }
+    let task_id = envelope["taskId"].as_str()?.to_string();
+    let attempt = envelope["attempt"].as_u64().unwrap_or(1);
+    let command = envelope["command"].as_str().unwrap_or_default().to_string();
+    // Already finished: the same answer again, never a second execution.
+    if let Some(stored) = state.results.get(&task_id) {
+        let mut again = stored.clone();
+        again["attempt"] = json!(attempt);
+        emit(json!({ "event": "task_duplicate", "taskId": task_id }));
+        send_answer(client, topic, &again).await;
+        return None;
+    }
+    // Still running here: say so rather than start it again.
+    if running.tasks.contains(&task_id) {
+        emit(json!({ "event": "task_duplicate", "taskId": task_id }));
+        send_answer(client, topic, &task_answer(&task_id, attempt, "in_progress", json!({}))).await;
+        return None;
+    }
+    // Started before a crash and never finished: report it instead of running it twice.
+    if state.executions.contains_key(&task_id) {
+        let body = task_answer(
+            &task_id,
+            attempt,
+            "failed",
+            json!({ "message": "interrupted: the device restarted during the task" }),
+        );
+        state.results.insert(task_id.clone(), body.clone());
+        let _ = save_state(&args.state, state);
+        emit(json!({ "event": "task_finished", "taskId": task_id, "status": "failed" }));
+        send_answer(client, topic, &body).await;
+        return None;
+    }
+    let mode = args
+        .behaviours
+        .iter()
+        .find_map(|b| b.split_once('=').filter(|(c, _)| *c == command).map(|(_, m)| m.to_string()))
+        .unwrap_or_else(|| "succeed".into());
+    if mode == "ignore" || (mode == "ignore-once" && state.ignored.insert(task_id.clone())) {
+        let _ = save_state(&args.state, state);
+        emit(json!({ "event": "task_ignored", "taskId": task_id }));
+        return None;
+    }
+    *state.executions.entry(task_id.clone()).or_default() += 1;
+    let _ = save_state(&args.state, state);
+    emit(json!({ "event": "task_started", "taskId": task_id, "command": command }));
+    send_answer(client, topic, &task_answer(&task_id, attempt, "delivered", json!({}))).await;
+    let result = match mode.as_str() {
+        "crash" => return Some(ExitCode::from(9)),
+        "hang" => {
+            running.tasks.insert(task_id);
+            return None;
+        }
+        "reject" => task_answer(
+            &task_id,
+            attempt,
+            "rejected",
+            json!({ "message": format!("{command} is not accepted right now") }),
+        ),
+        "fail" => {
+            task_answer(&task_id, attempt, "failed", json!({ "message": format!("{command} failed (simulated)") }))
+        }
+        m if m.starts_with("slow:") => {
+            let seconds: u64 = m[5..].parse().unwrap_or(1).max(1);
+            running.tasks.insert(task_id.clone());
+            let (client, topic, finished) = (client.clone(), topic.to_string(), running.finished.clone());
+            tokio::spawn(async move {
+                for step in 1..seconds {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let progress = step * 100 / seconds;
+                    let body = task_answer(
+                        &task_id,
+                        attempt,
+                        "in_progress",
+                        json!({ "progress": progress, "extendMs": 5_000 }),
+                    );
+                    send_answer(&client, &topic, &body).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let result =
+                    task_answer(&task_id, attempt, "succeeded", json!({ "result": { "tookSeconds": seconds } }));
+                if let Some(finished) = finished {
+                    let _ = finished.send((task_id, result));
+                }
+            });
+            return None;
+        }
+        _ => match command.as_str() {
+            "set_interval" => task_answer(
+                &task_id,
+                attempt,
+                "succeeded",
+                json!({ "result": { "interval": envelope["params"]["seconds"] } }),
+            ),
+            _ => task_answer(&task_id, attempt, "succeeded", json!({ "result": {} })),
+        },
+    };
+    if mode == "duplicate" {
+        send_answer(client, topic, &result).await;
+    }
+    finish_task(args, client, topic, running, state, task_id, result).await;
+    None
+}
+
+/// Stores the final answer (so a redelivery gets it again) before sending it.
+async fn finish_task(
+    args: &Args,
+    client: &AsyncClient,
+    topic: &str,
+    running: &mut Running,
+    state: &mut State,
+    task_id: String,
+    result: Value,
+) {
+    running.tasks.remove(&task_id);
+    state.results.insert(task_id.clone(), result.clone());
+    let _ = save_state(&args.state, state);
+    emit(json!({ "event": "task_finished", "taskId": task_id, "status": result["status"] }));
+    send_answer(client, topic, &result).await;
+}
+
 fn load_state(path: &Path) -> Result<State, String> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
@@ -314,7 +507,7 @@ fn load_state(path: &Path) -> Result<State, String> {
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let token: [u8; 16] = rand::random();
-            let state = State { registration_token: hex::encode(token), username: None, password: None };
+            let state = State { registration_token: hex::encode(token), ..State::default() };
             save_state(path, &state).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             Ok(state)
         }
@@ -331,5 +524,8 @@ fn save_state(path: &Path, state: &State) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path)?.write_all(serde_json::to_string_pretty(state).unwrap_or_default().as_bytes())
+    // Write then rename: a device that loses power mid-write keeps its old state, never half of it.
+    let temporary = path.with_extension("tmp");
+    options.open(&temporary)?.write_all(serde_json::to_string_pretty(state).unwrap_or_default().as_bytes())?;
+    std::fs::rename(&temporary, path)
 }

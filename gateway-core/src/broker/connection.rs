@@ -457,6 +457,10 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                             subscribe.filters.retain(|_| *keep.next().unwrap_or(&false));
                             self.pending_subacks.insert(subscribe.pkid, allowed);
                         }
+                        if self.info.role.as_deref() == Some("device") {
+                            let filters = subscribe.filters.iter().map(|f| f.path.clone()).collect();
+                            for_gateway.push(Event::DeviceSubscribed { client: self.info.clone(), filters });
+                        }
                         packets.push(Packet::Subscribe(subscribe, properties));
                     }
                 }

@@ -103,6 +103,42 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE devices ADD COLUMN integration TEXT;",
     // 6: a second, staged secret while a device's credentials are being rotated
     "ALTER TABLE identities ADD COLUMN next_password_hash TEXT;",
+    // 7: tasks (commands to devices) and every transition they go through
+    "CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        site TEXT NOT NULL,
+        command TEXT NOT NULL,
+        params TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        timeout_retries INTEGER NOT NULL DEFAULT 0,
+        failure_retries INTEGER NOT NULL DEFAULT 0,
+        retry_policy TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        ack_timeout_ms INTEGER NOT NULL,
+        execution_timeout_ms INTEGER NOT NULL,
+        next_attempt_at INTEGER,
+        deadline_at INTEGER,
+        progress INTEGER,
+        message TEXT,
+        result TEXT,
+        created_by TEXT,
+        retry_of TEXT
+    );
+    CREATE INDEX tasks_device_created ON tasks(device_id, created_at);
+    CREATE INDEX tasks_state ON tasks(state);
+    CREATE TABLE task_events (
+        id INTEGER PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX task_events_task ON task_events(task_id, id);",
 ];
 
 pub fn schema_version() -> usize {

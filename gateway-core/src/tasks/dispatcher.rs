@@ -1,0 +1,419 @@
+//! The task dispatcher: one loop that owns every unfinished task. It delivers each device's
+//! queue in order while the device is online, applies the device's responses, fires the ack,
+//! execution and expiry timers, schedules retries, and re-sends in-flight tasks when a device
+//! reconnects or the gateway restarts. Every transition is stored before anything is published,
+//! so a crash at any point loses nothing and re-sends with the same task id.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::machine::{self, Counters, Input, TaskState};
+use super::protocol::{self, Envelope, ResponseStatus, ENVELOPE_VERSION};
+use super::{db, Command, Task, TaskError, TaskStats};
+use crate::bus::{Bus, Event, OutgoingMessage, Subscription};
+use crate::reading::now_ms;
+use crate::store::Store;
+use crate::topics;
+
+/// The events [`run`] handles (its reliable subscription's filter): responses, and when LAN
+/// devices subscribe to their commands or disconnect. It publishes `MqttPublish` and `TaskUpdate`, which it does not take.
+pub fn wants(event: &Event) -> bool {
+    match event {
+        Event::DeviceMessage(m) => m.client.role.as_deref() == Some("device") && m.topic.ends_with("/command_response"),
+        Event::DeviceSubscribed { filters, .. } => filters.iter().any(|f| f.ends_with("/commands")),
+        Event::ClientDisconnected { client, .. } => client.role.as_deref() == Some("device"),
+        _ => false,
+    }
+}
+
+struct Dispatcher {
+    store: Store,
+    bus: Bus,
+    stats: Arc<TaskStats>,
+    open: HashMap<String, Task>,
+    online: HashSet<String>,
+}
+
+/// What a response or a person adds to a transition.
+#[derive(Default)]
+struct Update {
+    message: Option<String>,
+    result: Option<Value>,
+    progress: Option<u8>,
+    extend_ms: Option<i64>,
+    detail: Option<Value>,
+}
+
+pub async fn run(
+    store: Store,
+    bus: Bus,
+    stats: Arc<TaskStats>,
+    mut commands: mpsc::Receiver<Command>,
+    mut events: Subscription,
+    shutdown: CancellationToken,
+) {
+    let open = match store.run(|conn| Ok(db::open_tasks(conn)?)).await {
+        Ok(tasks) => tasks,
+        Err(error) => {
+            tracing::error!(%error, "cannot load unfinished tasks; task delivery is stopped");
+            return;
+        }
+    };
+    if !open.is_empty() {
+        tracing::info!(tasks = open.len(), "resuming unfinished tasks");
+    }
+    // While the gateway was down no device could answer: in-flight tasks get at least one ack
+    // timeout from now before a timer fires (kept in memory; a later restart recomputes it).
+    let now = now_ms();
+    let open: Vec<Task> = open
+        .into_iter()
+        .map(|mut task| {
+            if task.state.in_flight() {
+                task.deadline_at = task.deadline_at.map(|d| d.max(now + task.ack_timeout_ms));
+            }
+            task
+        })
+        .collect();
+    let mut dispatcher = Dispatcher {
+        store,
+        bus,
+        stats,
+        open: open.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        online: HashSet::new(),
+    };
+    loop {
+        let wake = dispatcher.next_wake();
+        let timer = async {
+            match wake {
+                Some(at) => tokio::time::sleep(std::time::Duration::from_millis((at - now_ms()).max(0) as u64)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => dispatcher.command(command).await,
+                None => return,
+            },
+            event = events.recv() => match event {
+                Some(event) => dispatcher.event(event).await,
+                None => return,
+            },
+            _ = timer => dispatcher.tick().await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl Dispatcher {
+    fn next_wake(&self) -> Option<i64> {
+        self.open
+            .values()
+            .flat_map(|t| {
+                let retry = (t.state == TaskState::Queued && self.online.contains(&t.device_id))
+                    .then_some(t.next_attempt_at)
+                    .flatten();
+                [Some(t.expires_at), t.deadline_at, retry]
+            })
+            .flatten()
+            .min()
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Create(task, reply) => {
+                let task = *task;
+                let row = task.clone();
+                if let Err(error) = self.store.run(move |conn| Ok(db::insert(conn, &row)?)).await {
+                    let _ = reply.send(Err(error.into()));
+                    return;
+                }
+                self.stats.created.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(task = %task.id, device = %task.device_id, command = %task.command, "task queued");
+                let device = task.device_id.clone();
+                let id = task.id.clone();
+                self.announce(&task).await;
+                self.open.insert(id.clone(), task.clone());
+                self.dispatch(&device).await;
+                let _ = reply.send(Ok(self.open.get(&id).cloned().unwrap_or(task)));
+            }
+            Command::Cancel(id, actor, reply) => {
+                let Some(task) = self.open.get(&id).cloned() else {
+                    let lookup = id.clone();
+                    let answer = match self.store.run(move |conn| Ok(db::get(conn, &lookup)?)).await {
+                        Ok(Some(task)) => Err(TaskError::Finished(id, task.state.as_str().into())),
+                        Ok(None) => Err(TaskError::UnknownTask(id)),
+                        Err(error) => Err(error.into()),
+                    };
+                    let _ = reply.send(answer);
+                    return;
+                };
+                let was_in_flight = task.state.in_flight();
+                let update = Update { detail: Some(json!({ "by": actor })), ..Update::default() };
+                let canceled = self.apply(&id, Input::Canceled, update).await;
+                if was_in_flight {
+                    // Best effort: the device may stop; anything it answers later is ignored.
+                    self.publish_envelope(&task, "cancel").await;
+                    self.note(&task, "cancel_sent", None).await;
+                }
+                let _ = reply.send(canceled.ok_or_else(|| TaskError::Finished(id, "finished".into())));
+            }
+        }
+    }
+
+    async fn event(&mut self, event: Event) {
+        match event {
+            // Online for tasks once subscribed to its commands: an envelope published between
+            // CONNECT and SUBSCRIBE would be lost (devices use clean sessions).
+            Event::DeviceSubscribed { client, .. } => {
+                let device = client.client_id.clone();
+                self.online.insert(device.clone());
+                // The device may have missed what was in flight (it was offline, or we restarted):
+                // same task id, same attempt; it answers from its de-duplication record.
+                let now = now_ms();
+                let mut in_flight = Vec::new();
+                for task in self.open.values_mut().filter(|t| t.device_id == device && t.state.in_flight()) {
+                    if task.state == TaskState::Sent {
+                        // The device never had a chance to acknowledge: a fresh ack window.
+                        task.deadline_at = Some(now + task.ack_timeout_ms);
+                    }
+                    in_flight.push(task.clone());
+                }
+                for task in in_flight {
+                    self.publish_envelope(&task, "task").await;
+                    self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                    self.note(&task, "resent", None).await;
+                }
+                self.dispatch(&device).await;
+            }
+            Event::ClientDisconnected { client, .. } => {
+                self.online.remove(&client.client_id);
+            }
+            Event::DeviceMessage(message) => self.response(&message.client.client_id, &message.payload).await,
+            _ => {}
+        }
+    }
+
+    async fn response(&mut self, device: &str, payload: &[u8]) {
+        let response = match protocol::parse_response(payload) {
+            Ok(response) => response,
+            Err(error) => {
+                self.stats.malformed_responses.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%device, %error, "task response ignored");
+                return;
+            }
+        };
+        let Some(task) = self.open.get(&response.task_id).filter(|t| t.device_id == device).cloned() else {
+            // Finished already (a duplicate or a late answer), or unknown: recorded, ignored.
+            self.stats.ignored_responses.fetch_add(1, Ordering::Relaxed);
+            let (id, owner) = (response.task_id.clone(), device.to_string());
+            let detail =
+                json!({ "status": format!("{:?}", response.status).to_lowercase(), "attempt": response.attempt });
+            let _ = self
+                .store
+                .run(move |conn| {
+                    if db::get(conn, &id)?.is_some_and(|t| t.device_id == owner) {
+                        db::note(
+                            conn,
+                            &id,
+                            now_ms(),
+                            "ignored_response",
+                            response.attempt.unwrap_or(0),
+                            Some(&detail),
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await;
+            return;
+        };
+        if response.attempt.is_some_and(|a| a < task.attempt) {
+            self.stats.ignored_responses.fetch_add(1, Ordering::Relaxed);
+            self.note(
+                &task,
+                "ignored_response",
+                Some(json!({ "reason": "older attempt", "attempt": response.attempt })),
+            )
+            .await;
+            return;
+        }
+        let input = match response.status {
+            ResponseStatus::Delivered => Input::Delivered,
+            ResponseStatus::InProgress => Input::Progress,
+            ResponseStatus::Succeeded => Input::Succeeded,
+            ResponseStatus::Failed => Input::Failed,
+            ResponseStatus::Rejected => Input::Rejected,
+        };
+        let update = Update {
+            message: response.message,
+            result: response.result,
+            progress: response.progress,
+            extend_ms: response.extend_ms,
+            detail: None,
+        };
+        if self.apply(&task.id, input, update).await.is_none() {
+            // Not possible in this state (a repeated ack, say): recorded, ignored.
+            self.stats.ignored_responses.fetch_add(1, Ordering::Relaxed);
+            self.note(
+                &task,
+                "ignored_response",
+                Some(json!({ "reason": format!("{input:?} while {}", task.state.as_str()) })),
+            )
+            .await;
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = now_ms();
+        let due: Vec<(String, Input)> = self
+            .open
+            .values()
+            .filter_map(|t| {
+                if t.expires_at <= now {
+                    Some((t.id.clone(), Input::Expired))
+                } else if t.deadline_at.is_some_and(|d| d <= now) {
+                    match t.state {
+                        TaskState::Sent => Some((t.id.clone(), Input::AckTimeout)),
+                        TaskState::Delivered | TaskState::InProgress => Some((t.id.clone(), Input::ExecutionTimeout)),
+                        _ => None,
+                    }
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, input) in due {
+            self.apply(&id, input, Update::default()).await;
+        }
+        let devices: Vec<String> = self.online.iter().cloned().collect();
+        for device in devices {
+            self.dispatch(&device).await;
+        }
+    }
+
+    /// Sends the device's next queued task, unless one is in flight (one at a time, in order).
+    async fn dispatch(&mut self, device: &str) {
+        if !self.online.contains(device) {
+            return;
+        }
+        let mut mine: Vec<&Task> = self.open.values().filter(|t| t.device_id == device).collect();
+        if mine.iter().any(|t| t.state.in_flight()) {
+            return;
+        }
+        mine.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let Some(head) = mine.first() else { return };
+        if head.next_attempt_at.is_some_and(|at| at > now_ms()) {
+            return; // backing off; later tasks wait their turn
+        }
+        let id = head.id.clone();
+        if let Some(task) = self.apply(&id, Input::Sent, Update::default()).await {
+            self.publish_envelope(&task, "task").await;
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs one transition: stores it, then announces it. `None` when the machine refuses it.
+    async fn apply(&mut self, id: &str, input: Input, update: Update) -> Option<Task> {
+        let task = self.open.get(id)?.clone();
+        let counters = Counters {
+            attempt: task.attempt,
+            timeout_retries: task.timeout_retries,
+            failure_retries: task.failure_retries,
+        };
+        let step = machine::step(task.state, input, counters, &task.retry_policy).ok()?;
+        let now = now_ms();
+        let mut next = task.clone();
+        next.state = step.state;
+        next.attempt = step.counters.attempt;
+        next.timeout_retries = step.counters.timeout_retries;
+        next.failure_retries = step.counters.failure_retries;
+        next.updated_at = now;
+        next.next_attempt_at = step.retry_after_ms.map(|after| now + after);
+        next.deadline_at = match step.state {
+            TaskState::Sent => Some(now + task.ack_timeout_ms),
+            TaskState::Delivered | TaskState::InProgress => {
+                Some(now + task.execution_timeout_ms.max(update.extend_ms.unwrap_or(0)).min(24 * 3_600_000))
+            }
+            _ => None,
+        };
+        if update.message.is_some() {
+            next.message = update.message;
+        }
+        if update.result.is_some() {
+            next.result = update.result;
+        }
+        if update.progress.is_some() {
+            next.progress = update.progress;
+        }
+        let row = next.clone();
+        let detail = update
+            .detail
+            .or_else(|| step.retry_after_ms.map(|after| json!({ "retryInMs": after, "after": format!("{input:?}") })));
+        if let Err(error) = self.store.run(move |conn| Ok(db::transition(conn, &row, detail.as_ref())?)).await {
+            tracing::error!(%error, task = %id, "storing a task transition failed; it will be retried");
+            return None;
+        }
+        if step.retry_after_ms.is_some() {
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let counter = match next.state {
+            TaskState::Succeeded => Some(&self.stats.succeeded),
+            TaskState::Failed => Some(&self.stats.failed),
+            TaskState::Rejected => Some(&self.stats.rejected),
+            TaskState::TimedOut => Some(&self.stats.timed_out),
+            TaskState::Expired => Some(&self.stats.expired),
+            TaskState::Canceled => Some(&self.stats.canceled),
+            _ => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(task = %id, from = task.state.as_str(), to = next.state.as_str(), attempt = next.attempt, "task transition");
+        self.announce(&next).await;
+        if next.state.is_terminal() {
+            self.open.remove(id);
+            tracing::info!(task = %id, device = %next.device_id, state = next.state.as_str(), attempt = next.attempt, "task finished");
+            let device = next.device_id.clone();
+            Box::pin(self.dispatch(&device)).await;
+        } else {
+            self.open.insert(id.to_string(), next.clone());
+        }
+        Some(next)
+    }
+
+    async fn note(&self, task: &Task, what: &'static str, detail: Option<Value>) {
+        let (id, attempt) = (task.id.clone(), task.attempt);
+        let _ = self.store.run(move |conn| Ok(db::note(conn, &id, now_ms(), what, attempt, detail.as_ref())?)).await;
+    }
+
+    async fn announce(&self, task: &Task) {
+        self.bus.publish(Event::TaskUpdate(Arc::new(task.clone()))).await;
+    }
+
+    async fn publish_envelope(&self, task: &Task, kind: &str) {
+        let envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            kind: kind.into(),
+            task_id: task.id.clone(),
+            attempt: task.attempt,
+            command: task.command.clone(),
+            params: task.params.clone(),
+            created_at: task.created_at,
+            expires_at: task.expires_at,
+            ack_timeout_ms: task.ack_timeout_ms,
+            execution_timeout_ms: task.execution_timeout_ms,
+        };
+        let payload = serde_json::to_vec(&envelope).unwrap_or_default();
+        // Never retained: a retained command would run again on every reconnect.
+        let message = OutgoingMessage {
+            topic: topics::device_topic(&task.site, &task.device_id, "commands"),
+            payload: payload.into(),
+            retain: false,
+        };
+        self.bus.publish(Event::MqttPublish(Arc::new(message))).await;
+    }
+}

@@ -1,0 +1,397 @@
+//! Task delivery against the real daemon, with the reference device (`gatehouse-device`) running
+//! as a process: every outcome, timeouts and retries, expiry, cancel, the offline queue, duplicate
+//! answers, and a `kill -9` of the gateway with tasks in every unfinished state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gatehouse_tests::mqtt::{options_as, Client};
+use gatehouse_tests::{eventually, workspace_bin, Daemon};
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+
+/// The reference device as a process; its stdout events arrive on `events`.
+struct Device {
+    id: String,
+    state: PathBuf,
+    child: tokio::process::Child,
+    events: mpsc::UnboundedReceiver<Value>,
+}
+
+impl Device {
+    fn spawn(daemon: &Daemon, id: &str, behaviours: &[&str]) -> Device {
+        let state = daemon.data_dir.join(format!("{id}.json"));
+        let mut command = tokio::process::Command::new(workspace_bin("gatehouse-device"));
+        command
+            .args(["--id", id, "--mqtt", &daemon.runtime.mqtt.to_string()])
+            .args(["--api", &format!("http://{}", daemon.runtime.http), "--interval", "1h"])
+            .arg("--state")
+            .arg(&state)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for behaviour in behaviours {
+            command.args(["--behaviour", behaviour]);
+        }
+        let mut child = command.spawn().expect("start gatehouse-device");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(event).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Device { id: id.into(), state, child, events }
+    }
+
+    /// Registered, claimed through the API and connected with its own credentials.
+    async fn claimed(daemon: &Daemon, id: &str, behaviours: &[&str]) -> Device {
+        let mut device = Device::spawn(daemon, id, behaviours);
+        let pending = device.expect("pending").await;
+        let (status, body) = daemon.post_json("/api/claims", json!({ "code": pending["claimCode"] })).await;
+        assert_eq!(status, 200, "{body}");
+        device.expect("connected").await;
+        device
+    }
+
+    /// Waits for the next stdout event named `event`, skipping others.
+    async fn expect(&mut self, event: &str) -> Value {
+        let id = self.id.clone();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(next) = self.events.recv().await {
+                if next["event"] == event {
+                    return next;
+                }
+            }
+            panic!("{id} exited before `{event}`");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{id}: no `{event}` within 30 s"))
+    }
+
+    /// Task id → how many times the device started executing it, from its state file.
+    fn executions(&self) -> BTreeMap<String, u64> {
+        let state: Value = serde_json::from_str(&std::fs::read_to_string(&self.state).unwrap()).unwrap();
+        serde_json::from_value(state["executions"].clone()).unwrap()
+    }
+
+    /// Stops the process like a power cut (no DISCONNECT, no will-free goodbye).
+    async fn power_off(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn send(daemon: &Daemon, device: &str, body: Value) -> Value {
+    let (status, task) = daemon.post_json(&format!("/api/devices/{device}/tasks"), body).await;
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["id"].as_str().unwrap().len(), 36, "a UUID: {task}");
+    task
+}
+
+/// Polls the task until it is in one of `states`.
+async fn wait_for(daemon: &Daemon, task: &Value, states: &[&str], within: Duration) -> Value {
+    let path = format!("/api/tasks/{}", task["id"].as_str().unwrap());
+    let mut last = Value::Null;
+    let found = eventually(within, async || {
+        last = daemon.get_json(&path).await;
+        states.contains(&last["state"].as_str().unwrap_or_default()).then(|| last.clone())
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("task never reached {states:?}; last seen: {last:#}"))
+}
+
+/// The stored state transitions of a task, in order (notes such as `resent` left out).
+fn transitions(task: &Value) -> Vec<String> {
+    const STATES: &[&str] = &[
+        "queued",
+        "sent",
+        "delivered",
+        "in_progress",
+        "succeeded",
+        "failed",
+        "rejected",
+        "timed_out",
+        "expired",
+        "canceled",
+    ];
+    task["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["state"].as_str())
+        .filter(|s| STATES.contains(s))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_succeed_fail_or_are_rejected_and_bad_parameters_never_leave_the_gateway() {
+    use futures_util::StreamExt;
+    let daemon = Daemon::start(&[]);
+    let (mut live, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/api/live", daemon.runtime.http)).await.expect("live socket");
+    let spy = daemon.account("spy", "service", &[("devices/home/+/commands", "read")]).await;
+    let mut watcher = Client::connect(options_as("spy", daemon.runtime.mqtt, &spy)).await;
+    watcher.subscribe_many(&["devices/home/+/commands"]).await;
+    let device = Device::claimed(&daemon, "ref-1", &["reboot=fail", "identify=reject"]).await;
+
+    let ok = send(&daemon, "ref-1", json!({ "command": "set_interval", "params": { "seconds": 10 } })).await;
+    assert!(["queued", "sent"].contains(&ok["state"].as_str().unwrap()), "{ok}");
+    assert_eq!(ok["attempt"], 1);
+    let ok = wait_for(&daemon, &ok, &["succeeded"], Duration::from_secs(10)).await;
+    assert_eq!(ok["result"], json!({ "interval": 10 }), "the device's result is stored");
+    assert_eq!(transitions(&ok), ["queued", "sent", "delivered", "succeeded"]);
+    let stamps: Vec<i64> = ok["events"].as_array().unwrap().iter().map(|e| e["ts"].as_i64().unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "timestamped in order: {stamps:?}");
+
+    let failed = send(&daemon, "ref-1", json!({ "command": "reboot" })).await;
+    let failed = wait_for(&daemon, &failed, &["failed", "succeeded", "rejected"], Duration::from_secs(10)).await;
+    assert_eq!(failed["state"], "failed");
+    assert_eq!(failed["message"], "reboot failed (simulated)");
+
+    let rejected = send(&daemon, "ref-1", json!({ "command": "identify", "params": { "seconds": 3 } })).await;
+    let rejected = wait_for(&daemon, &rejected, &["failed", "succeeded", "rejected"], Duration::from_secs(10)).await;
+    assert_eq!(rejected["state"], "rejected");
+    assert!(rejected["message"].as_str().unwrap().contains("not accepted"), "{rejected}");
+
+    // Refused before queueing, with the schema's words.
+    let refusals = [
+        (json!({ "command": "set_interval", "params": { "seconds": "ten" } }), 400, "invalid_params", "/seconds"),
+        (json!({ "command": "set_interval", "params": {} }), 400, "invalid_params", "seconds"),
+        (json!({ "command": "identify", "params": { "seconds": 999 } }), 400, "invalid_params", "/seconds"),
+        (json!({ "command": "self_destruct" }), 400, "unknown_command", "reboot"),
+        (json!({ "command": "reboot", "ackTimeout": "1ms" }), 400, "invalid_request", "ackTimeout"),
+        (json!({ "command": "reboot", "priority": 1 }), 400, "invalid_body", "priority"),
+    ];
+    for (body, status, code, mentions) in refusals {
+        let (got, answer) = daemon.post_json("/api/devices/ref-1/tasks", body.clone()).await;
+        assert_eq!((got, answer["error"]["code"].as_str().unwrap_or_default()), (status, code), "{body} → {answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(mentions), "{body} → {answer}");
+    }
+    let (status, _) = daemon.post_json("/api/devices/nobody/tasks", json!({ "command": "reboot" })).await;
+    assert_eq!(status, 404);
+
+    // The device ran each of the three tasks exactly once, and saw nothing else.
+    let executions = device.executions();
+    assert_eq!(executions.len(), 3, "{executions:?}");
+    assert!(executions.values().all(|&n| n == 1), "{executions:?}");
+    let commands = watcher.collect(3, Duration::from_secs(5)).await;
+    assert_eq!(commands.len(), 3);
+    assert!(commands.iter().all(|m| !m.retain), "commands are never retained");
+    let envelope = commands[0].json();
+    assert_eq!(envelope["v"], 1);
+    assert_eq!(envelope["type"], "task");
+    assert_eq!(envelope["taskId"], ok["id"]);
+    assert_eq!(envelope["command"], "set_interval");
+    assert_eq!(envelope["ackTimeoutMs"], 30_000, "30 s default ack timeout");
+    assert!(envelope["expiresAt"].as_i64().unwrap() > envelope["createdAt"].as_i64().unwrap());
+    assert!(watcher.collect(1, Duration::from_millis(500)).await.is_empty(), "refused tasks were never sent");
+    let mut late = Client::connect(options_as("spy-late", daemon.runtime.mqtt, &spy)).await;
+    late.subscribe_many(&["devices/home/ref-1/commands"]).await;
+    assert!(late.collect(1, Duration::from_millis(500)).await.is_empty(), "nothing retained on the command topic");
+
+    let failed_only = daemon.get_json("/api/devices/ref-1/tasks?state=failed").await;
+    assert_eq!(failed_only.as_array().unwrap().len(), 1);
+    assert_eq!(failed_only[0]["command"], "reboot");
+    assert_eq!(daemon.get_json("/api/devices/ref-1/tasks").await.as_array().unwrap().len(), 3);
+
+    // Every state change was streamed to the UI.
+    let mut streamed = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(message)) = live.next().await {
+            let event: Value = serde_json::from_str(message.to_text().unwrap_or("{}")).unwrap_or_default();
+            if event["type"] == "task" && event["data"]["id"] == ok["id"] {
+                streamed.push(event["data"]["state"].as_str().unwrap().to_string());
+            }
+        }
+    })
+    .await;
+    assert_eq!(streamed, ["queued", "sent", "delivered", "succeeded"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_acknowledgement_is_retried_with_the_same_task_id() {
+    let daemon = Daemon::start(&[]);
+    let device = Device::claimed(&daemon, "ref-2", &["reboot=ignore-once"]).await;
+    let task = send(
+        &daemon,
+        "ref-2",
+        json!({ "command": "reboot", "ackTimeout": "1s", "retries": { "timedOut": 2, "failed": 0 } }),
+    )
+    .await;
+    let task = wait_for(&daemon, &task, &["succeeded", "timed_out", "failed"], Duration::from_secs(20)).await;
+    assert_eq!(task["state"], "succeeded", "{task:#}");
+    assert_eq!(task["attempt"], 2);
+    assert_eq!(transitions(&task), ["queued", "sent", "queued", "sent", "delivered", "succeeded"]);
+    let retry = task["events"].as_array().unwrap().iter().find(|e| e["detail"]["retryInMs"].is_number()).unwrap();
+    assert_eq!(retry["detail"]["after"], "AckTimeout");
+    assert_eq!(device.executions()[task["id"].as_str().unwrap()], 1);
+
+    // A device that never answers: each attempt times out, then the task is `timed_out`.
+    let deaf = Device::claimed(&daemon, "ref-2b", &["reboot=ignore"]).await;
+    let never = send(
+        &daemon,
+        "ref-2b",
+        json!({ "command": "reboot", "ackTimeout": "1s", "retries": { "timedOut": 1, "failed": 0 } }),
+    )
+    .await;
+    let never = wait_for(&daemon, &never, &["timed_out", "succeeded"], Duration::from_secs(20)).await;
+    assert_eq!(transitions(&never), ["queued", "sent", "queued", "sent", "timed_out"]);
+    assert_eq!(never["attempt"], 2);
+    assert!(deaf.executions().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_never_finishes_times_out_and_a_late_answer_is_ignored() {
+    let daemon = Daemon::start(&[]);
+    let device = Device::claimed(&daemon, "ref-3", &["reboot=hang", "identify=duplicate"]).await;
+    let hung = send(
+        &daemon,
+        "ref-3",
+        json!({ "command": "reboot", "executionTimeout": "1s", "retries": { "timedOut": 0, "failed": 0 } }),
+    )
+    .await;
+    let hung = wait_for(&daemon, &hung, &["timed_out", "succeeded", "failed"], Duration::from_secs(15)).await;
+    assert_eq!(hung["state"], "timed_out");
+    assert_eq!(transitions(&hung), ["queued", "sent", "delivered", "timed_out"]);
+
+    // The next task waited for the hung one (one at a time, in order) and then ran.
+    let twice = send(&daemon, "ref-3", json!({ "command": "identify" })).await;
+    let twice = wait_for(&daemon, &twice, &["succeeded", "failed"], Duration::from_secs(10)).await;
+    assert_eq!(twice["state"], "succeeded");
+    let ignored = eventually(Duration::from_secs(5), async || {
+        let task = daemon.get_json(&format!("/api/tasks/{}", twice["id"].as_str().unwrap())).await;
+        task["events"].as_array().unwrap().iter().find(|e| e["state"] == "ignored_response").cloned()
+    })
+    .await
+    .expect("the duplicate answer is recorded");
+    assert_eq!(ignored["detail"]["status"], "succeeded");
+    let health = daemon.get_json("/api/health").await;
+    assert!(health["tasks"]["ignoredResponses"].as_u64().unwrap() >= 1, "{:#}", health["tasks"]);
+    assert_eq!(health["tasks"]["timedOut"], 1);
+    assert!(device.executions().values().all(|&n| n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_for_an_offline_device_wait_expire_or_are_canceled() {
+    let daemon = Daemon::start(&[]);
+    let mut device = Device::claimed(&daemon, "ref-4", &[]).await;
+    device.power_off().await;
+    eventually(Duration::from_secs(10), async || {
+        let devices = daemon.get_json("/api/devices").await;
+        let me = devices.as_array().unwrap().iter().find(|d| d["id"] == "ref-4").cloned()?;
+        (me["online"] == false).then_some(())
+    })
+    .await
+    .expect("the gateway sees the device go offline");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let first = send(&daemon, "ref-4", json!({ "command": "set_interval", "params": { "seconds": 5 } })).await;
+    let short = send(&daemon, "ref-4", json!({ "command": "reboot", "expiresIn": "1s" })).await;
+    let canceled = send(&daemon, "ref-4", json!({ "command": "identify" })).await;
+    let second = send(&daemon, "ref-4", json!({ "command": "set_interval", "params": { "seconds": 6 } })).await;
+    let (status, body) =
+        daemon.post_json(&format!("/api/tasks/{}/cancel", canceled["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("canceled")), "{body}");
+    let (status, body) =
+        daemon.post_json(&format!("/api/tasks/{}/cancel", canceled["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("task_finished")), "terminal states are final: {body}");
+    let short = wait_for(&daemon, &short, &["expired"], Duration::from_secs(10)).await;
+    assert_eq!(transitions(&short), ["queued", "expired"]);
+    assert_eq!(daemon.get_json(&format!("/api/tasks/{}", first["id"].as_str().unwrap())).await["state"], "queued");
+
+    // Back online: the waiting tasks are delivered, in the order they were sent.
+    let mut device = Device::spawn(&daemon, "ref-4", &[]);
+    device.expect("connected").await;
+    let started_first = device.expect("task_started").await;
+    let started_second = device.expect("task_started").await;
+    assert_eq!(started_first["taskId"], first["id"]);
+    assert_eq!(started_second["taskId"], second["id"]);
+    for task in [&first, &second] {
+        assert_eq!(wait_for(&daemon, task, &["succeeded"], Duration::from_secs(10)).await["state"], "succeeded");
+    }
+    let executions = device.executions();
+    assert_eq!(executions.keys().cloned().collect::<Vec<_>>().len(), 2, "expired and canceled tasks never ran");
+
+    // Retry makes a new task from a finished one.
+    let (status, retried) =
+        daemon.post_json(&format!("/api/tasks/{}/retry", short["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!(status, 201, "{retried}");
+    assert_eq!(retried["retryOf"], short["id"]);
+    assert_ne!(retried["id"], short["id"]);
+    assert_eq!(wait_for(&daemon, &retried, &["succeeded"], Duration::from_secs(10)).await["command"], "reboot");
+    let (status, _) = daemon.post_json(&format!("/api/tasks/{}/retry", first["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!(status, 409, "a succeeded task is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_restarts_mid_task_reports_it_instead_of_running_it_twice() {
+    let daemon = Daemon::start(&[]);
+    let mut device = Device::claimed(&daemon, "ref-5", &["reboot=crash"]).await;
+    let task = send(&daemon, "ref-5", json!({ "command": "reboot" })).await;
+    device.expect("task_started").await;
+    let exit = tokio::time::timeout(Duration::from_secs(10), device.child.wait()).await.unwrap().unwrap();
+    assert_eq!(exit.code(), Some(9), "the device crashed after its acknowledgement");
+    wait_for(&daemon, &task, &["delivered"], Duration::from_secs(5)).await;
+
+    let device = Device::spawn(&daemon, "ref-5", &[]);
+    let task = wait_for(&daemon, &task, &["failed", "succeeded"], Duration::from_secs(15)).await;
+    assert_eq!(task["state"], "failed");
+    assert!(task["message"].as_str().unwrap().contains("interrupted"), "{task}");
+    assert_eq!(device.executions()[task["id"].as_str().unwrap()], 1, "never executed twice");
+    assert!(task["events"].as_array().unwrap().iter().any(|e| e["state"] == "resent"), "resent on reconnect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_tasks_in_every_unfinished_state_loses_nothing_and_runs_nothing_twice() {
+    let mut daemon = Daemon::start(&[]);
+    let slow = Device::claimed(&daemon, "slow", &["reboot=slow:6"]).await;
+    let hang = Device::claimed(&daemon, "hang", &["reboot=hang"]).await;
+    let deaf = Device::claimed(&daemon, "deaf", &["reboot=ignore-once"]).await;
+
+    let in_progress = send(&daemon, "slow", json!({ "command": "reboot", "executionTimeout": "20s" })).await;
+    let queued = send(&daemon, "slow", json!({ "command": "identify" })).await;
+    let delivered = send(
+        &daemon,
+        "hang",
+        json!({ "command": "reboot", "executionTimeout": "8s", "retries": { "timedOut": 0, "failed": 0 } }),
+    )
+    .await;
+    let sent = send(&daemon, "deaf", json!({ "command": "reboot", "ackTimeout": "20s" })).await;
+    wait_for(&daemon, &in_progress, &["in_progress"], Duration::from_secs(10)).await;
+    wait_for(&daemon, &delivered, &["delivered"], Duration::from_secs(10)).await;
+    wait_for(&daemon, &sent, &["sent"], Duration::from_secs(10)).await;
+    assert_eq!(daemon.get_json(&format!("/api/tasks/{}", queued["id"].as_str().unwrap())).await["state"], "queued");
+
+    daemon.kill_and_restart();
+
+    let done = |task: &Value, states: &'static [&'static str]| {
+        let (daemon, task) = (&daemon, task.clone());
+        async move { wait_for(daemon, &task, states, Duration::from_secs(40)).await }
+    };
+    assert_eq!(done(&in_progress, &["succeeded", "failed", "timed_out"]).await["state"], "succeeded");
+    assert_eq!(done(&queued, &["succeeded", "failed", "timed_out"]).await["state"], "succeeded");
+    assert_eq!(done(&sent, &["succeeded", "failed", "timed_out"]).await["state"], "succeeded");
+    let delivered = done(&delivered, &["succeeded", "failed", "timed_out"]).await;
+    assert_eq!(delivered["state"], "timed_out", "the hung task ends by its execution timer");
+    for task in [&in_progress, &queued, &sent] {
+        let stored = daemon.get_json(&format!("/api/tasks/{}", task["id"].as_str().unwrap())).await;
+        assert_eq!(stored["attempt"], 1, "same task id, same attempt: {stored:#}");
+    }
+
+    // Each device ran each of its tasks exactly once.
+    for (device, count) in [(&slow, 2), (&hang, 1), (&deaf, 1)] {
+        let executions = device.executions();
+        assert_eq!(executions.len(), count, "{}: {executions:?}", device.id);
+        assert!(executions.values().all(|&n| n == 1), "{}: {executions:?}", device.id);
+    }
+    let health = daemon.get_json("/api/health").await;
+    assert!(health["tasks"]["resent"].as_u64().unwrap() >= 3, "{:#}", health["tasks"]);
+}
