@@ -302,7 +302,11 @@ async fn tasks_for_an_offline_device_wait_expire_or_are_canceled() {
     assert_eq!((status, body["state"].as_str()), (200, Some("canceled")), "{body}");
     let (status, body) =
         daemon.post_json(&format!("/api/tasks/{}/cancel", canceled["id"].as_str().unwrap()), json!({})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("task_finished")), "terminal states are final: {body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("task_finished")),
+        "terminal states are final: {body}"
+    );
     let short = wait_for(&daemon, &short, &["expired"], Duration::from_secs(10)).await;
     assert_eq!(transitions(&short), ["queued", "expired"]);
     assert_eq!(daemon.get_json(&format!("/api/tasks/{}", first["id"].as_str().unwrap())).await["state"], "queued");
@@ -394,4 +398,54 @@ async fn kill_9_with_tasks_in_every_unfinished_state_loses_nothing_and_runs_noth
     }
     let health = daemon.get_json("/api/health").await;
     assert!(health["tasks"]["resent"].as_u64().unwrap() >= 3, "{:#}", health["tasks"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sends_a_task_and_prints_its_transitions_until_it_ends() {
+    let daemon = Daemon::start(&[]);
+    let _device = Device::claimed(&daemon, "ref-cli", &["reboot=slow:2", "identify=fail"]).await;
+    let api = format!("http://{}", daemon.runtime.http);
+    let cli = |args: &[&str]| {
+        let (api, args) = (api.clone(), args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        async move {
+            let output = tokio::process::Command::new(gatehouse_tests::gatehouse_bin())
+                .args(&args)
+                .args(["--api", &api])
+                .output()
+                .await
+                .unwrap();
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+
+    let (status, stdout, stderr) =
+        cli(&["send", "ref-cli", "set_interval", "--params", r#"{"seconds": 7}"#, "--wait"]).await;
+    assert_eq!(status, Some(0), "{stdout}{stderr}");
+    let states: Vec<&str> =
+        stdout.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|w| !w.contains(':')).collect();
+    assert_eq!(states, ["queued", "sent", "delivered", "succeeded"], "{stdout}");
+    assert!(stdout.contains(r#"result: {"interval":7}"#), "{stdout}");
+
+    let (status, stdout, _) = cli(&["send", "ref-cli", "reboot", "--wait"]).await;
+    assert_eq!(status, Some(0), "{stdout}");
+    assert!(stdout.contains("in_progress"), "progress is shown: {stdout}");
+
+    let (status, stdout, stderr) = cli(&["send", "ref-cli", "identify", "--wait"]).await;
+    assert_eq!(status, Some(1), "{stdout}");
+    assert!(stderr.contains("failed: identify failed (simulated)"), "{stderr}");
+
+    let (status, _, stderr) = cli(&["send", "ref-cli", "set_interval", "--params", r#"{"seconds": 0}"#]).await;
+    assert_eq!(status, Some(1));
+    assert!(stderr.contains("/seconds"), "the schema error is shown: {stderr}");
+    let (status, _, stderr) = cli(&["send", "ref-cli", "reboot", "--params", "not json"]).await;
+    assert_eq!(status, Some(1));
+    assert!(stderr.contains("--params is not JSON"), "{stderr}");
+
+    let (status, stdout, _) = cli(&["tasks", "ref-cli"]).await;
+    assert_eq!(status, Some(0));
+    assert_eq!(stdout.lines().count(), 4, "a header and three tasks: {stdout}");
 }

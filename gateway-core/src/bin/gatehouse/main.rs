@@ -5,6 +5,7 @@ mod client;
 mod decode;
 mod devices;
 mod run;
+mod tasks;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,12 @@ enum Command {
     Pair(devices::PairArgs),
     /// Deactivate a device: revoke its credentials and disconnect it (history is kept).
     Deactivate(devices::DeactivateArgs),
+    /// Send a task (a declared command) to a device; --wait follows it to the end.
+    Send(tasks::SendArgs),
+    /// List a device's tasks.
+    Tasks(tasks::ListArgs),
+    /// Cancel a task that has not finished.
+    Cancel(tasks::CancelArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,5 +52,8 @@ fn main() -> ExitCode {
         Command::Claim(args) => devices::claim(args),
         Command::Pair(args) => devices::pair(args),
         Command::Deactivate(args) => devices::deactivate(args),
+        Command::Send(args) => tasks::send(args),
+        Command::Tasks(args) => tasks::list(args),
+        Command::Cancel(args) => tasks::cancel(args),
     }
 }
