@@ -4,46 +4,11 @@
 
 use std::time::Duration;
 
-use gatehouse_tests::mqtt::{options_as, Client, Message};
+use gatehouse_tests::device::{active_device, fresh_device, registration, send_registration};
+use gatehouse_tests::mqtt::{options_as, Client};
 use gatehouse_tests::{Credentials, Daemon};
 use rumqttc::{QoS, SubscribeReasonCode};
 use serde_json::{json, Value};
-
-async fn provisioning(daemon: &Daemon) -> Credentials {
-    let p = daemon.get_json("/api/provisioning").await;
-    assert_eq!(p["username"], "provision");
-    Credentials { username: "provision".into(), password: p["password"].as_str().unwrap().into() }
-}
-
-fn registration(device_id: &str) -> Value {
-    json!({
-        "deviceId": device_id, "name": "Kitchen sensor", "type": "sensor", "model": "ESP32-C3",
-        "manufacturer": "Acme", "firmware": "1.0.0", "hardware": "rev B",
-        "registrationToken": format!("token-{device_id}-0123456789"),
-        "capabilities": {
-            "telemetry": [{"name": "temperature", "unit": "°C", "type": "number"}],
-            "commands": [{"name": "reboot"}]
-        }
-    })
-}
-
-/// A factory-fresh device: connected with the shared provisioning identity, listening for replies.
-async fn fresh_device(daemon: &Daemon, device_id: &str) -> Client {
-    let provision = provisioning(daemon).await;
-    let mut client = Client::connect(options_as(device_id, daemon.runtime.mqtt, &provision)).await;
-    let codes = client.subscribe_many(&[&format!("provisioning/home/{device_id}/reply")]).await;
-    assert_eq!(codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
-    client
-}
-
-async fn send_registration(client: &mut Client, device_id: &str, body: &Value) -> Message {
-    client
-        .client
-        .publish(format!("provisioning/home/{device_id}/register"), QoS::AtLeastOnce, false, body.to_string())
-        .await
-        .unwrap();
-    client.next_on(&format!("provisioning/home/{device_id}/reply"), Duration::from_secs(10)).await.expect("a reply")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_claim_receive_credentials_and_send_telemetry() {
@@ -248,19 +213,6 @@ async fn the_pairing_window_lets_new_devices_be_approved_with_one_click() {
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("not_from_pairing")));
     let response = reqwest::Client::new().delete(daemon.http("/api/pairing")).send().await.unwrap();
     assert_eq!(response.json::<Value>().await.unwrap()["open"], false);
-}
-
-/// Registers, claims and reconnects `device_id` with its own identity.
-async fn active_device(daemon: &Daemon, device_id: &str) -> Client {
-    let mut device = fresh_device(daemon, device_id).await;
-    let reply = send_registration(&mut device, device_id, &registration(device_id)).await.json();
-    let (status, _) = daemon.post_json("/api/claims", json!({ "code": reply["claimCode"] })).await;
-    assert_eq!(status, 200);
-    let credentials =
-        device.next_on(&format!("provisioning/home/{device_id}/reply"), Duration::from_secs(5)).await.unwrap().json();
-    device.client.disconnect().await.unwrap();
-    let own = Credentials { username: device_id.into(), password: credentials["password"].as_str().unwrap().into() };
-    Client::connect(options_as(device_id, daemon.runtime.mqtt, &own)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

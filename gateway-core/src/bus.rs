@@ -39,7 +39,7 @@ pub enum Event {
     DeviceMessage(Arc<DeviceMessage>),
     /// Validated telemetry from a LAN device (its declared numeric and boolean fields).
     Telemetry(Arc<LanTelemetry>),
-    /// An alert a device raised (or, later, a gateway rule).
+    /// An alert was raised (by a device or a gateway rule), cleared or acknowledged.
     Alert(Arc<AlertRecord>),
     /// A message the gateway wants published on its own broker.
     MqttPublish(Arc<OutgoingMessage>),
@@ -82,6 +82,13 @@ pub struct AlertRecord {
     /// `device` (raised by the device) or `rule:<name>`.
     pub source: String,
     pub details: Option<serde_json::Value>,
+    /// `active`, or `cleared` once a rule's condition is over.
+    pub state: String,
+    /// The gateway rule that raised it, if any.
+    pub rule_id: Option<i64>,
+    pub cleared_at: Option<i64>,
+    pub acknowledged_at: Option<i64>,
+    pub acknowledged_by: Option<String>,
 }
 
 #[derive(Debug, Clone)]

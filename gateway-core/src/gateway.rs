@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts;
 use crate::api::{self, ApiState};
 use crate::auth::Directory;
 use crate::broker::{self, ListenerAddrs};
@@ -102,6 +103,7 @@ impl Gateway {
         let publisher_events = bus.subscribe_reliable("mqtt-publisher", 4096, broker::gateway_link_wants);
         let lifecycle_events = bus.subscribe_reliable("lifecycle", 1024, lifecycle::wants);
         let task_events = bus.subscribe_reliable("tasks", 1024, tasks::wants);
+        let alert_events = bus.subscribe_reliable("alert-rules", 4096, alerts::wants);
         let registry_events = bus.subscribe("registry");
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
@@ -136,6 +138,8 @@ impl Gateway {
             task_events,
             shutdown.clone(),
         ));
+        let (alert_service, alert_reloads) = alerts::channel(store.clone(), bus.clone(), config.site.clone());
+        tasks.spawn(alerts::run(alert_service.clone(), alert_reloads, alert_events, shutdown.clone()));
         tasks.spawn(registry::run(
             registry.clone(),
             bus.clone(),
@@ -197,6 +201,7 @@ impl Gateway {
             lifecycle: lifecycle.stats.clone(),
             homeassistant_import: import_stats,
             tasks: task_service.stats.clone(),
+            alerts: alert_service.stats.clone(),
         };
 
         tasks.spawn(broker::run_gateway_link(
@@ -230,6 +235,7 @@ impl Gateway {
             data_dir: data_dir.clone(),
             tag_settings,
             tasks: task_service,
+            alerts: alert_service,
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

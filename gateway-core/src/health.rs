@@ -30,6 +30,7 @@ pub struct Health {
     pub lifecycle: Arc<LifecycleStats>,
     pub homeassistant_import: Arc<crate::ha_import::ImportStats>,
     pub tasks: Arc<crate::tasks::TaskStats>,
+    pub alerts: Arc<crate::alerts::AlertStats>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -72,6 +73,8 @@ pub struct HealthReport {
     pub homeassistant_import: serde_json::Value,
     /// Tasks created, sent, re-sent, finished by outcome, retried; responses ignored or malformed.
     pub tasks: serde_json::Value,
+    /// Alerts raised, cleared and acknowledged by the gateway's rules and people.
+    pub alerts: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -120,6 +123,7 @@ impl Health {
             },
             homeassistant_import: serde_json::to_value(&*self.homeassistant_import).unwrap_or_default(),
             tasks: serde_json::to_value(&*self.tasks).unwrap_or_default(),
+            alerts: serde_json::to_value(&*self.alerts).unwrap_or_default(),
         }
     }
 }

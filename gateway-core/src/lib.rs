@@ -1,6 +1,7 @@
 //! Gatehouse gateway core: every capability of the gateway, with no GUI dependency.
 //! See docs/ARCHITECTURE.md for the map.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod broker;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod device;
 pub mod mqtt;
 pub mod raw;
 

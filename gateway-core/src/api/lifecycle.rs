@@ -17,11 +17,10 @@ use super::{ApiError, ApiState};
 use crate::lifecycle::{db, registration, ClaimError, Reply};
 use crate::store::DeviceRecord;
 
-/// Who made the request, for the audit log: `cli@…` for the gatehouse CLI, `api@…` otherwise.
+/// Who made the request, for the audit log (`cli@…` for the gatehouse CLI, `api@…` otherwise),
+/// and from where.
 fn actor(headers: &HeaderMap, peer: &SocketAddr) -> (String, String) {
-    let client = headers.get("x-gatehouse-client").and_then(|v| v.to_str().ok()).unwrap_or("api");
-    let client: String = client.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
-    (format!("{client}@{}", peer.ip()), peer.ip().to_string())
+    (super::actor(headers, peer), peer.ip().to_string())
 }
 
 pub async fn register(
@@ -243,15 +242,6 @@ pub async fn audit(
     };
     let entries = state.store.run(move |conn| Ok(db::audit_list(conn, device.as_deref(), limit)?)).await?;
     Ok(Json(entries))
-}
-
-pub async fn alerts(
-    State(state): State<ApiState>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<db::AlertRow>>, ApiError> {
-    let device = query.get("device").cloned();
-    let limit = query.get("limit").and_then(|v| v.parse::<i64>().ok()).unwrap_or(200).clamp(1, 10_000);
-    Ok(Json(state.store.run(move |conn| Ok(db::alerts(conn, device.as_deref(), limit)?)).await?))
 }
 
 fn internal(error: anyhow::Error) -> ApiError {

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): health, devices, readings history and the live WebSocket.
 //! Binds 127.0.0.1 by default; the WebSocket refuses foreign origins.
 
+mod alerts;
 mod broker;
 mod devices;
 mod error;
@@ -43,6 +44,7 @@ pub struct ApiState {
     /// Bluetooth tags' block list and calibration, shared with the pipeline.
     pub tag_settings: crate::tags::TagSettings,
     pub tasks: crate::tasks::Tasks,
+    pub alerts: crate::alerts::Alerts,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -73,7 +75,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/provisioning", get(lifecycle::provisioning))
         .route("/api/provisioning/rotate", axum::routing::post(lifecycle::rotate_provisioning))
         .route("/api/audit", get(lifecycle::audit))
-        .route("/api/alerts", get(lifecycle::alerts))
+        .route("/api/alerts", get(alerts::list))
+        .route("/api/alerts/{id}/ack", axum::routing::post(alerts::acknowledge))
+        .route("/api/alert-rules", get(alerts::rules).post(alerts::create_rule))
+        .route("/api/alert-rules/{id}", axum::routing::put(alerts::update_rule).delete(alerts::delete_rule))
         .route("/api/devices/{id}/readings", get(devices::readings))
         .route("/api/live", get(live::upgrade))
         .route("/api/broker/clients", get(broker::clients))
@@ -102,6 +107,13 @@ async fn index() -> impl IntoResponse {
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("not_found", format!("no route for {}; see docs/api.md for the API", uri.path()))
+}
+
+/// Who made a change, for audit trails: the client's self-declared name and its address.
+pub(crate) fn actor(headers: &HeaderMap, peer: &std::net::SocketAddr) -> String {
+    let client = headers.get("x-gatehouse-client").and_then(|v| v.to_str().ok()).unwrap_or("api");
+    let client: String = client.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
+    format!("{client}@{}", peer.ip())
 }
 
 /// True unless a browser page from another origin makes the request. Non-browser clients send

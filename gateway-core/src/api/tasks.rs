@@ -9,14 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiState};
+use super::{actor, ApiError, ApiState};
 use crate::tasks::{Task, TaskError, TaskRequest};
-
-fn actor(headers: &HeaderMap, peer: &SocketAddr) -> String {
-    let client = headers.get("x-gatehouse-client").and_then(|v| v.to_str().ok()).unwrap_or("api");
-    let client: String = client.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
-    format!("{client}@{}", peer.ip())
-}
 
 pub async fn create(
     State(state): State<ApiState>,

@@ -610,9 +610,14 @@ impl Lifecycle {
             message: alert.message,
             source: "device".into(),
             details: alert.details,
+            state: "active".into(),
+            rule_id: None,
+            cleared_at: None,
+            acknowledged_at: None,
+            acknowledged_by: None,
         };
         let row = record.clone();
-        match self.store.run(move |conn| Ok(db::insert_alert(conn, &row)?)).await {
+        match self.store.run(move |conn| Ok(crate::alerts::db::insert(conn, &row)?)).await {
             Ok(id) => record.id = id,
             Err(error) => {
                 tracing::error!(%error, device = %device_id, "storing an alert failed");

@@ -139,6 +139,26 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT
     );
     CREATE INDEX task_events_task ON task_events(task_id, id);",
+    // 8: gateway alert rules; rule alerts clear
+    "ALTER TABLE alerts ADD COLUMN rule_id INTEGER;
+    ALTER TABLE alerts ADD COLUMN cleared_at INTEGER;
+    CREATE INDEX alerts_active ON alerts(state, rule_id);
+    CREATE TABLE alert_rules (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        devices TEXT NOT NULL,
+        field TEXT,
+        condition TEXT NOT NULL,
+        threshold REAL,
+        clear_at REAL,
+        for_ms INTEGER NOT NULL,
+        severity TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    INSERT INTO alert_rules (name, devices, field, condition, threshold, clear_at, for_ms, severity, enabled, created_at)
+    VALUES ('Ruuvi battery low', 'ruuvi-*', 'voltage', 'below', 2.5, 2.6, 300000, 'warning', 1, 0),
+           ('Ruuvi tag silent', 'ruuvi-*', NULL, 'silent', NULL, NULL, 600000, 'warning', 1, 0);",
 ];
 
 pub fn schema_version() -> usize {
