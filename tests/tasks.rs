@@ -449,3 +449,85 @@ async fn the_cli_sends_a_task_and_prints_its_transitions_until_it_ends() {
     assert_eq!(status, Some(0));
     assert_eq!(stdout.lines().count(), 4, "a header and three tasks: {stdout}");
 }
+
+/// PUTs a desired configuration; returns the status and the answer.
+async fn put_config(daemon: &Daemon, device: &str, config: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .put(daemon.http(&format!("/api/devices/{device}/config")))
+        .json(&config)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn config_reported(daemon: &Daemon, device: &str, version: i64) -> Value {
+    let mut last = Value::Null;
+    eventually(Duration::from_secs(10), async || {
+        last = daemon.get_json(&format!("/api/devices/{device}/config")).await;
+        (last["reported"]["version"] == version).then(|| last.clone())
+    })
+    .await
+    .unwrap_or_else(|| panic!("version {version} never reported; last: {last:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_configuration_reaches_the_device_now_or_when_it_returns() {
+    let daemon = Daemon::start(&[]);
+    let spy = daemon.account("spy", "service", &[("devices/home/+/config", "read")]).await;
+    let mut watcher = Client::connect(options_as("spy", daemon.runtime.mqtt, &spy)).await;
+    watcher.subscribe_many(&["devices/home/+/config"]).await;
+    let mut device = Device::claimed(&daemon, "ref-cfg", &[]).await;
+    let (status, _) = daemon.post_json("/api/devices/ref-cfg/config", json!({})).await;
+    assert_eq!(status, 405, "PUT, not POST");
+    let missing = reqwest::get(daemon.http("/api/devices/ref-cfg/config")).await.unwrap();
+    assert_eq!(missing.status(), 404, "nothing set yet");
+
+    let (status, view) = put_config(&daemon, "ref-cfg", json!({ "interval": 60, "label": "hall" })).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["version"], 1);
+    let view = config_reported(&daemon, "ref-cfg", 1).await;
+    assert_eq!(view["reported"]["status"], "applied");
+    assert_eq!(view["inSync"], true);
+    assert_eq!(device.expect("config").await["report"]["status"], "applied");
+    let sent = watcher.collect(1, Duration::from_secs(5)).await;
+    assert!(!sent[0].retain, "config is never retained");
+    assert_eq!(
+        sent[0].json(),
+        json!({ "v": 1, "version": 1, "config": { "interval": 60, "label": "hall" }, "updatedAt": view["updatedAt"] })
+    );
+
+    // Checked against the schema the device declared; nothing is stored or sent when it fails.
+    for (bad, mentions) in [
+        (json!({ "interval": "often" }), "/interval"),
+        (json!({ "interval": 0 }), "/interval"),
+        (json!({ "colour": "red" }), "colour"),
+        (json!([1, 2]), "JSON object"),
+    ] {
+        let (status, answer) = put_config(&daemon, "ref-cfg", bad.clone()).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_config")), "{bad}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(mentions), "{bad} → {answer}");
+    }
+    assert_eq!(daemon.get_json("/api/devices/ref-cfg/config").await["version"], 1);
+
+    // Changed while the device is off: delivered when it subscribes again.
+    device.power_off().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, view) = put_config(&daemon, "ref-cfg", json!({ "interval": 30 })).await;
+    assert_eq!((status, view["version"].as_i64()), (200, Some(2)));
+    assert_eq!(view["inSync"], false);
+    assert_eq!(view["reported"]["version"], 1);
+    let _device = Device::spawn(&daemon, "ref-cfg", &[]);
+    let view = config_reported(&daemon, "ref-cfg", 2).await;
+    assert_eq!((view["inSync"].as_bool(), view["desired"].clone()), (Some(true), json!({ "interval": 30 })));
+
+    // The device may refuse a valid configuration; the reason is shown and it stays out of sync.
+    let (status, _) = put_config(&daemon, "ref-cfg", json!({ "interval": 1 })).await;
+    assert_eq!(status, 200);
+    let view = config_reported(&daemon, "ref-cfg", 3).await;
+    assert_eq!(view["reported"]["status"], "rejected");
+    assert!(view["reported"]["message"].as_str().unwrap().contains("minimum"), "{view}");
+    assert_eq!(view["inSync"], false);
+    let health = daemon.get_json("/api/health").await;
+    assert_eq!(health["deviceConfig"]["updated"], 3, "{:#}", health["deviceConfig"]);
+}

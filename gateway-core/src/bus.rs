@@ -47,6 +47,8 @@ pub enum Event {
     DeviceLifecycle(Arc<LifecycleChange>),
     /// A task changed state (created, sent, delivered, finished…).
     TaskUpdate(Arc<crate::tasks::Task>),
+    /// A device's desired configuration changed or was sent, or the device reported on it.
+    ConfigUpdate(Arc<crate::device_config::ConfigView>),
 }
 
 #[derive(Debug, Clone)]

@@ -22,6 +22,7 @@ use crate::auth::Directory;
 use crate::broker::{self, ListenerAddrs};
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::device_config;
 use crate::ha_import;
 use crate::health::{Health, SimulatorInfo};
 use crate::lifecycle::{self, Lifecycle};
@@ -104,6 +105,7 @@ impl Gateway {
         let lifecycle_events = bus.subscribe_reliable("lifecycle", 1024, lifecycle::wants);
         let task_events = bus.subscribe_reliable("tasks", 1024, tasks::wants);
         let alert_events = bus.subscribe_reliable("alert-rules", 4096, alerts::wants);
+        let config_events = bus.subscribe_reliable("device-config", 256, device_config::wants);
         let registry_events = bus.subscribe("registry");
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
@@ -139,6 +141,8 @@ impl Gateway {
             shutdown.clone(),
         ));
         let (alert_service, alert_reloads) = alerts::channel(store.clone(), bus.clone(), config.site.clone());
+        let configs = device_config::Configs::new(store.clone(), bus.clone());
+        tasks.spawn(device_config::run(configs.clone(), config_events, shutdown.clone()));
         tasks.spawn(alerts::run(alert_service.clone(), alert_reloads, alert_events, shutdown.clone()));
         tasks.spawn(registry::run(
             registry.clone(),
@@ -202,6 +206,7 @@ impl Gateway {
             homeassistant_import: import_stats,
             tasks: task_service.stats.clone(),
             alerts: alert_service.stats.clone(),
+            device_config: configs.stats.clone(),
         };
 
         tasks.spawn(broker::run_gateway_link(
@@ -236,6 +241,7 @@ impl Gateway {
             tag_settings,
             tasks: task_service,
             alerts: alert_service,
+            configs,
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

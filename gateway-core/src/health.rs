@@ -31,6 +31,7 @@ pub struct Health {
     pub homeassistant_import: Arc<crate::ha_import::ImportStats>,
     pub tasks: Arc<crate::tasks::TaskStats>,
     pub alerts: Arc<crate::alerts::AlertStats>,
+    pub device_config: Arc<crate::device_config::ConfigStats>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -75,6 +76,8 @@ pub struct HealthReport {
     pub tasks: serde_json::Value,
     /// Alerts raised, cleared and acknowledged by the gateway's rules and people.
     pub alerts: serde_json::Value,
+    /// Desired configurations changed and sent, device reports (malformed ones counted).
+    pub device_config: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -124,6 +127,7 @@ impl Health {
             homeassistant_import: serde_json::to_value(&*self.homeassistant_import).unwrap_or_default(),
             tasks: serde_json::to_value(&*self.tasks).unwrap_or_default(),
             alerts: serde_json::to_value(&*self.alerts).unwrap_or_default(),
+            device_config: serde_json::to_value(&*self.device_config).unwrap_or_default(),
         }
     }
 }

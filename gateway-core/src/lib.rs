@@ -8,6 +8,7 @@ pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod dedup;
+pub mod device_config;
 pub mod gateway;
 pub mod ha_import;
 pub mod health;

@@ -2,7 +2,7 @@
 //! specification of these topics and their payloads; keep the two in step.
 
 /// Sub-topics a device publishes under `devices/{site}/{id}/`.
-pub const DEVICE_PUBLISHES: &[&str] = &["telemetry", "status", "alert", "command_response"];
+pub const DEVICE_PUBLISHES: &[&str] = &["telemetry", "status", "alert", "command_response", "config_reported"];
 /// Sub-topics a device subscribes to under `devices/{site}/{id}/`.
 pub const DEVICE_SUBSCRIBES: &[&str] = &["commands", "config", "credentials"];
 

@@ -43,6 +43,7 @@ async fn stream(mut socket: WebSocket, mut events: Subscription, shutdown: Cance
                     Event::Telemetry(telemetry) => json!({ "type": "telemetry", "data": &**telemetry }),
                     Event::Alert(alert) => json!({ "type": "alert", "data": &**alert }),
                     Event::TaskUpdate(task) => json!({ "type": "task", "data": &**task }),
+                    Event::ConfigUpdate(config) => json!({ "type": "config", "data": &**config }),
                     Event::IdentityRevoked { .. }
                     | Event::DeviceMessage(_)
                     | Event::DeviceSubscribed { .. }

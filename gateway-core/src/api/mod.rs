@@ -3,6 +3,7 @@
 
 mod alerts;
 mod broker;
+mod config;
 mod devices;
 mod error;
 mod lifecycle;
@@ -45,6 +46,7 @@ pub struct ApiState {
     pub tag_settings: crate::tags::TagSettings,
     pub tasks: crate::tasks::Tasks,
     pub alerts: crate::alerts::Alerts,
+    pub configs: crate::device_config::Configs,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -61,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/devices/{id}/capabilities", axum::routing::put(lifecycle::update_capabilities))
         .route("/api/claims", axum::routing::post(lifecycle::claim))
         .route("/api/devices/{id}/tasks", get(tasks::list).post(tasks::create))
+        .route("/api/devices/{id}/config", get(config::get).put(config::put))
         .route("/api/tasks/{task}", get(tasks::get))
         .route("/api/tasks/{task}/cancel", axum::routing::post(tasks::cancel))
         .route("/api/tasks/{task}/retry", axum::routing::post(tasks::retry))

@@ -173,6 +173,7 @@ mod tests {
             ("devices/home/d1/command_response", true, false, false, false, false, false),
             ("devices/home/d1/commands", false, true, false, false, false, false),
             ("devices/home/d1/config", false, true, false, false, false, false),
+            ("devices/home/d1/config_reported", true, false, false, false, false, false),
             ("devices/home/d1/credentials", false, true, false, false, false, false),
             ("devices/home/d2/credentials", false, false, false, false, false, false),
             ("devices/home/d2/telemetry", false, false, false, false, false, true),

@@ -72,6 +72,11 @@ struct State {
     /// Task ids ignored once (mode ignore-once).
     #[serde(default)]
     ignored: std::collections::BTreeSet<String>,
+    /// The configuration last applied, and its version.
+    #[serde(default)]
+    config: Option<Value>,
+    #[serde(default)]
+    config_version: i64,
 }
 
 fn emit(event: Value) {
@@ -168,7 +173,15 @@ fn registration(args: &Args, state: &State) -> Value {
                 {"name": "set_interval", "description": "Change the telemetry interval",
                  "parameters": {"type": "object", "properties": {"seconds": {"type": "integer", "minimum": 1, "maximum": 3600}},
                                 "required": ["seconds"], "additionalProperties": false}}
-            ]
+            ],
+            "config": {
+                "type": "object",
+                "properties": {
+                    "interval": {"type": "integer", "minimum": 1, "maximum": 3600, "description": "seconds between readings"},
+                    "label": {"type": "string", "maxLength": 32}
+                },
+                "additionalProperties": false
+            }
         }
     })
 }
@@ -263,8 +276,10 @@ async fn run_as_device(
     let credentials_topic = format!("devices/{}/{}/credentials", args.site, args.id);
     let commands_topic = format!("devices/{}/{}/commands", args.site, args.id);
     let response_topic = format!("devices/{}/{}/command_response", args.site, args.id);
+    let config_topic = format!("devices/{}/{}/config", args.site, args.id);
+    let reported_topic = format!("devices/{}/{}/config_reported", args.site, args.id);
     let mut sent = 0u64;
-    let mut ticker = tokio::time::interval(args.interval);
+    let mut ticker = tokio::time::interval(configured_interval(args, state));
     let mut connected = false;
     let mut running = Running::default();
     let (finished_tx, mut finished_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
@@ -281,6 +296,7 @@ async fn run_as_device(
                     let _ = client.publish(&status_topic, QoS::AtLeastOnce, true, "online").await;
                     let _ = client.subscribe(&commands_topic, QoS::AtLeastOnce).await;
                     let _ = client.subscribe(&credentials_topic, QoS::AtLeastOnce).await;
+                    let _ = client.subscribe(&config_topic, QoS::AtLeastOnce).await;
                     if let Some(severity) = &args.alert {
                         let alert = json!({ "severity": severity, "code": "started", "message": format!("{} started", args.name) });
                         let _ = client.publish(format!("devices/{}/{}/alert", args.site, args.id), QoS::AtLeastOnce, false, alert.to_string()).await;
@@ -293,6 +309,15 @@ async fn run_as_device(
                         let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
                         return Session::NewCredentials(username.to_string(), password.to_string());
                     }
+                }
+                Ok(Event::Incoming(Packet::Publish(message))) if message.topic == config_topic => {
+                    let desired: Value = serde_json::from_slice(&message.payload).unwrap_or_default();
+                    let report = apply_config(args, state, &desired);
+                    if report["status"] == "applied" {
+                        ticker = tokio::time::interval(configured_interval(args, state));
+                    }
+                    emit(json!({ "event": "config", "report": report }));
+                    let _ = client.publish(&reported_topic, QoS::AtLeastOnce, false, report.to_string()).await;
                 }
                 Ok(Event::Incoming(Packet::Publish(message))) if message.topic == commands_topic => {
                     let envelope: Value = serde_json::from_slice(&message.payload).unwrap_or_default();
@@ -345,6 +370,33 @@ async fn run_as_device(
             }
         }
     }
+}
+
+/// The telemetry interval: the applied configuration's, else the command line's.
+fn configured_interval(args: &Args, state: &State) -> Duration {
+    state.config.as_ref().and_then(|c| c["interval"].as_u64()).map(Duration::from_secs).unwrap_or(args.interval)
+}
+
+/// Applies a desired configuration (docs/protocol.md, config push) and returns the report. An
+/// older or the same version is answered with what is applied now, so re-sends are harmless.
+fn apply_config(args: &Args, state: &mut State, desired: &Value) -> Value {
+    let Some(version) = desired["version"].as_i64() else {
+        return json!({ "version": 0, "status": "rejected", "message": "no version in the configuration message" });
+    };
+    if version <= state.config_version {
+        return json!({ "version": state.config_version, "status": "applied" });
+    }
+    let config = &desired["config"];
+    // The schema allows 1 s; this hardware cannot sample faster than every 2 s.
+    if config["interval"].as_u64().is_some_and(|i| i < 2) {
+        return json!({ "version": version, "status": "rejected", "message": "interval below this hardware's minimum of 2 s" });
+    }
+    state.config = Some(config.clone());
+    state.config_version = version;
+    if let Err(error) = save_state(&args.state, state) {
+        return json!({ "version": version, "status": "rejected", "message": format!("cannot store it: {error}") });
+    }
+    json!({ "version": version, "status": "applied" })
 }
 
 /// Tasks this process is executing right now (not persisted: a restart interrupts them).

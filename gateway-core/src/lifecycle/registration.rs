@@ -29,6 +29,9 @@ pub struct Registration {
 pub struct Capabilities {
     pub telemetry: Vec<TelemetryField>,
     pub commands: Vec<CommandSpec>,
+    /// JSON Schema of the settings the device accepts on its config topic (none: any object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,7 +135,7 @@ pub fn parse(payload: &[u8], client_id: Option<&str>) -> Result<Registration, Fi
 
 /// Parses a capabilities object (also used when they are updated through the API).
 pub fn parse_capabilities(object: &Map<String, Value>) -> Result<Capabilities, FieldError> {
-    known_keys(object, "capabilities.", &["telemetry", "commands"])?;
+    known_keys(object, "capabilities.", &["telemetry", "commands", "config"])?;
     let array = |key: &str| match object.get(key) {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => Ok(items.clone()),
@@ -188,7 +191,13 @@ pub fn parse_capabilities(object: &Map<String, Value>) -> Result<Capabilities, F
             optional_string(command, "description", 200).map_err(|e| error(format!("{at}.description"), e.message))?;
         commands.push(CommandSpec { name, description, parameters });
     }
-    Ok(Capabilities { telemetry, commands })
+    let config = object.get("config").cloned();
+    if let Some(schema) = &config {
+        if let Err(e) = jsonschema::validator_for(schema) {
+            return Err(error("capabilities.config", format!("not a valid JSON Schema: {e}")));
+        }
+    }
+    Ok(Capabilities { telemetry, commands, config })
 }
 
 /// Checks a telemetry message against the declared fields: a JSON object whose keys are declared

@@ -159,6 +159,19 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO alert_rules (name, devices, field, condition, threshold, clear_at, for_ms, severity, enabled, created_at)
     VALUES ('Ruuvi battery low', 'ruuvi-*', 'voltage', 'below', 2.5, 2.6, 300000, 'warning', 1, 0),
            ('Ruuvi tag silent', 'ruuvi-*', NULL, 'silent', NULL, NULL, 600000, 'warning', 1, 0);",
+    // 9: desired device configuration and what the device reported applying
+    "CREATE TABLE device_config (
+        device_id TEXT PRIMARY KEY,
+        desired TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT,
+        sent_at INTEGER,
+        reported_version INTEGER,
+        reported_status TEXT,
+        reported_message TEXT,
+        reported_at INTEGER
+    );",
 ];
 
 pub fn schema_version() -> usize {
