@@ -261,6 +261,7 @@ async fn a_device_that_never_finishes_times_out_and_a_late_answer_is_ignored() {
     let hung = wait_for(&daemon, &hung, &["timed_out", "succeeded", "failed"], Duration::from_secs(15)).await;
     assert_eq!(hung["state"], "timed_out");
     assert_eq!(transitions(&hung), ["queued", "sent", "delivered", "timed_out"]);
+    assert!(hung["events"].as_array().unwrap().iter().any(|e| e["state"] == "cancel_sent"), "told to stop: {hung:#}");
 
     // The next task waited for the hung one (one at a time, in order) and then ran.
     let twice = send(&daemon, "ref-3", json!({ "command": "identify" })).await;
@@ -333,6 +334,15 @@ async fn tasks_for_an_offline_device_wait_expire_or_are_canceled() {
     assert_eq!(wait_for(&daemon, &retried, &["succeeded"], Duration::from_secs(10)).await["command"], "reboot");
     let (status, _) = daemon.post_json(&format!("/api/tasks/{}/retry", first["id"].as_str().unwrap()), json!({})).await;
     assert_eq!(status, 409, "a succeeded task is not retried");
+
+    // A deactivated device will never run what waits for it: those tasks end at once.
+    device.power_off().await;
+    let orphan = send(&daemon, "ref-4", json!({ "command": "reboot" })).await;
+    let (status, _) = daemon.post_json("/api/devices/ref-4/deactivate", json!({})).await;
+    assert_eq!(status, 200);
+    let orphan = wait_for(&daemon, &orphan, &["canceled"], Duration::from_secs(5)).await;
+    let last = orphan["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["detail"]["reason"], "device deactivated", "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

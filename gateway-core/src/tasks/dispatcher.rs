@@ -20,12 +20,13 @@ use crate::reading::now_ms;
 use crate::store::Store;
 use crate::topics;
 
-/// The events [`run`] handles (its reliable subscription's filter): responses, and when LAN
-/// devices subscribe to their commands or disconnect. It publishes `MqttPublish` and `TaskUpdate`, which it does not take.
+/// The events [`run`] handles (its reliable subscription's filter): responses, when LAN
+/// devices subscribe to their commands or disconnect, and devices deactivated or deleted. It publishes `MqttPublish` and `TaskUpdate`, which it does not take.
 pub fn wants(event: &Event) -> bool {
     match event {
         Event::DeviceMessage(m) => m.client.role.as_deref() == Some("device") && m.topic.ends_with("/command_response"),
         Event::DeviceSubscribed { filters, .. } => filters.iter().any(|f| f.ends_with("/commands")),
+        Event::DeviceLifecycle(change) => matches!(change.state.as_str(), "deactivated" | "deleted"),
         Event::ClientDisconnected { client, .. } => client.role.as_deref() == Some("device"),
         _ => false,
     }
@@ -194,6 +195,16 @@ impl Dispatcher {
                 self.online.remove(&client.client_id);
             }
             Event::DeviceMessage(message) => self.response(&message.client.client_id, &message.payload).await,
+            // A device that is gone will never run its tasks: end them now rather than at expiry.
+            Event::DeviceLifecycle(change) => {
+                self.online.remove(&change.device_id);
+                let mine: Vec<String> =
+                    self.open.values().filter(|t| t.device_id == change.device_id).map(|t| t.id.clone()).collect();
+                for id in mine {
+                    let detail = json!({ "by": "gateway", "reason": format!("device {}", change.state) });
+                    self.apply(&id, Input::Canceled, Update { detail: Some(detail), ..Update::default() }).await;
+                }
+            }
             _ => {}
         }
     }
@@ -287,7 +298,14 @@ impl Dispatcher {
             })
             .collect();
         for (id, input) in due {
-            self.apply(&id, input, Update::default()).await;
+            let was_in_flight = self.open.get(&id).is_some_and(|t| t.state.in_flight());
+            if let Some(task) = self.apply(&id, input, Update::default()).await {
+                if was_in_flight && task.state.is_terminal() {
+                    // Given up: tell the device to stop, in case it is still working on it.
+                    self.publish_envelope(&task, "cancel").await;
+                    self.note(&task, "cancel_sent", None).await;
+                }
+            }
         }
         let devices: Vec<String> = self.online.iter().cloned().collect();
         for device in devices {
