@@ -169,6 +169,12 @@ async fn tasks_succeed_fail_or_are_rejected_and_bad_parameters_never_leave_the_g
         (json!({ "command": "self_destruct" }), 400, "unknown_command", "reboot"),
         (json!({ "command": "reboot", "ackTimeout": "1ms" }), 400, "invalid_request", "ackTimeout"),
         (json!({ "command": "reboot", "priority": 1 }), 400, "invalid_body", "priority"),
+        (
+            json!({ "command": "reboot", "params": { "blob": "x".repeat(20_000) } }),
+            400,
+            "invalid_request",
+            "16384 bytes",
+        ),
     ];
     for (body, status, code, mentions) in refusals {
         let (got, answer) = daemon.post_json("/api/devices/ref-1/tasks", body.clone()).await;

@@ -24,6 +24,9 @@ use crate::lifecycle::{db as lifecycle_db, Capabilities};
 use crate::reading::now_ms;
 use crate::store::{Store, StoreError};
 
+/// Larger parameters are refused (devices have little memory; files go another way).
+pub const MAX_PARAMS_BYTES: usize = 16 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
@@ -182,6 +185,9 @@ impl Tasks {
                 declared: if declared.is_empty() { "none".into() } else { declared },
             });
         };
+        if request.params.to_string().len() > MAX_PARAMS_BYTES {
+            return Err(TaskError::InvalidRequest(format!("params are larger than {MAX_PARAMS_BYTES} bytes")));
+        }
         // Refused here, never sent: the device declared what it accepts.
         let validator = jsonschema::validator_for(&spec.parameters).map_err(|e| TaskError::InvalidParams {
             command: spec.name.clone(),
