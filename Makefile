@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test build bench fmt clippy
+.PHONY: run test build bench bench-tasks fmt clippy
 
 run:
 	./scripts/setup.sh run
@@ -32,3 +32,10 @@ bench-broker:
 	./scripts/setup.sh test
 	$(CARGO) build --release -p gateway-core --bin gatehouse --bin gatehouse-loadgen
 	bash -c 'ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; ./target/release/gatehouse-loadgen $(ARGS)'
+
+# Task delivery end to end: 1,000 tasks over 100 claimed devices through the real API and broker
+# (Markdown report on stdout). `ARGS="--devices 100 --tasks 1000"` changes the load.
+bench-tasks:
+	./scripts/setup.sh run
+	$(CARGO) build --release -p gateway-core --bin gatehouse --bin gatehouse-taskbench
+	./target/release/gatehouse-taskbench $(ARGS)

@@ -3,12 +3,12 @@
 //! claims N LAN devices through the real provisioning flow, connects them as themselves (one
 //! rumqttc client each, all in this process; they answer every task at once), then submits tasks
 //! through `POST /api/devices/{id}/tasks`, round-robin over the devices, as fast as the API takes
-//! them. When every task is terminal it reads them back and reports, from the gateway's own
-//! timestamps, tasks/s and the time from `queued` to `succeeded` (p50/p99/max), with the daemon's
-//! RSS and CPU time. Markdown report on stdout, progress on stderr.
+//! them (or at a fixed `--rate`). When every task is terminal it reads them back and reports, from
+//! the gateway's own timestamps, tasks/s and the time from `queued` to `succeeded` (p50/p99/max),
+//! with the daemon's RSS and CPU time. Markdown report on stdout, progress on stderr.
 //!
-//! Run with `make bench-tasks` (release build; `ARGS="--devices 100 --tasks 1000"` passes
-//! options). Setup (argon2id for every device's credentials) is not part of the measurement.
+//! Run with `make bench-tasks` (release build; `ARGS="--rate 500"` passes options; `--help` lists
+//! them). Setup (argon2id for every device's credentials) is not part of the measurement.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, Publish, QoS,
+    SubscribeReasonCode,
+};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
@@ -54,9 +57,24 @@ struct Cli {
     /// Concurrent HTTP clients submitting tasks.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
     submitters: u64,
+    /// Submit at most this many tasks per second, evenly spaced (0: as fast as the API takes them).
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    rate: f64,
+    /// Leave Nagle's algorithm on for the devices' sockets (rumqttc's default). The bench devices
+    /// set TCP_NODELAY otherwise: with Nagle, a device's answer waits for the gateway's delayed
+    /// ACK of the PUBACK before it (up to 40 ms per task on Linux).
+    #[arg(long)]
+    nagle: bool,
     /// Give up waiting for the tasks to finish after this long.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+}
+
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!("`{text}` is not a number ≥ 0")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -87,7 +105,7 @@ async fn run(cli: Cli) -> Result<()> {
     let stats = Arc::new(DeviceStats::new());
 
     let setup_started = Instant::now();
-    let devices = connect_devices(&daemon, &api, cli.devices as usize, &stats).await?;
+    let devices = connect_devices(&daemon, &api, cli.devices as usize, !cli.nagle, &stats).await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     eprintln!("{} devices claimed and connected in {setup_seconds:.1} s", devices.len());
     // Let the last SUBSCRIBEs reach the dispatcher and the argon2 memory settle.
@@ -95,9 +113,11 @@ async fn run(cli: Cli) -> Result<()> {
 
     let memory_before = Memory::read(daemon.pid())?;
     let peak_reset = reset_peak_rss(daemon.pid());
-    let cpu_before = cpu_micros(daemon.pid())?;
+    let setup_log_lines = daemon.log_text().lines().count();
+    let cpu_before = Cpu::read(daemon.pid())?;
     let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
-    let submitted = submit_tasks(&api, &ids, cli.tasks as usize, cli.submitters as usize, &stats.clock).await;
+    let load = Load { tasks: cli.tasks as usize, submitters: cli.submitters as usize, rate: cli.rate };
+    let submitted = submit_tasks(&api, &ids, &load, stats.clock).await;
     eprintln!(
         "{} tasks accepted in {:.2} s ({} refused); waiting for them to finish",
         submitted.tasks.len(),
@@ -105,19 +125,19 @@ async fn run(cli: Cli) -> Result<()> {
         submitted.failures.len()
     );
     let finished = wait_until_terminal(&api, submitted.tasks.len() as u64, cli.timeout).await?;
-    let cpu_after = cpu_micros(daemon.pid())?;
+    let cpu = Cpu::read(daemon.pid())?.since(cpu_before);
     let memory_after = Memory::read(daemon.pid())?;
 
     let records = read_tasks(&api, &submitted.tasks).await?;
     let counters = api.get("/api/health").await.map(|h| h["tasks"].clone()).unwrap_or(Value::Null);
     close_devices(devices).await;
-    let log = daemon.log_summary();
+    let log = daemon.log_summary(setup_log_lines);
 
     let run = Run {
         command_line,
         devices: cli.devices,
-        requested: cli.tasks,
-        submitters: cli.submitters,
+        load,
+        nodelay: !cli.nagle,
         setup_seconds,
         submitted,
         finished,
@@ -126,7 +146,7 @@ async fn run(cli: Cli) -> Result<()> {
         memory_before,
         memory_after,
         peak_reset,
-        daemon_cpu_ms: (cpu_after.saturating_sub(cpu_before)) as f64 / 1000.0,
+        cpu,
         counters,
         log,
     };
@@ -223,20 +243,15 @@ impl Daemon {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    /// Keeps a copy of the log outside the temporary directory and counts its warnings and errors.
-    fn log_summary(&self) -> LogSummary {
-        let text = self.log_text();
+    /// Keeps a copy of the log outside the temporary directory and sums up its warnings and errors
+    /// during setup (the first `setup_lines` lines) and from the first task on.
+    fn log_summary(&self, setup_lines: usize) -> LogSummary {
+        let text = strip_ansi(&self.log_text());
         let kept = std::env::temp_dir().join("gatehouse-taskbench.log");
         let kept = std::fs::write(&kept, &text).ok().map(|()| kept);
-        let notable: Vec<&str> = text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
-        let mut examples: Vec<String> = Vec::new();
-        for line in &notable {
-            let short: String = line.split_once(' ').map_or(*line, |(_, rest)| rest).chars().take(200).collect();
-            if examples.len() < 5 && !examples.contains(&short) {
-                examples.push(short);
-            }
-        }
-        LogSummary { lines: text.lines().count(), notable: notable.len(), examples, kept }
+        let lines: Vec<&str> = text.lines().collect();
+        let split = setup_lines.min(lines.len());
+        LogSummary { setup: Notable::of(&lines[..split], 2), tasks: Notable::of(&lines[split..], 5), kept }
     }
 }
 
@@ -256,10 +271,48 @@ fn runtime_address(runtime: &Value, key: &str) -> Result<SocketAddr> {
 }
 
 struct LogSummary {
-    lines: usize,
-    notable: usize,
-    examples: Vec<String>,
+    setup: Notable,
+    tasks: Notable,
     kept: Option<PathBuf>,
+}
+
+/// The warnings and errors in some log lines: how many, and a few distinct ones.
+struct Notable {
+    count: usize,
+    examples: Vec<String>,
+}
+
+impl Notable {
+    fn of(lines: &[&str], keep: usize) -> Notable {
+        let mut notable = Notable { count: 0, examples: Vec::new() };
+        for line in lines.iter().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")) {
+            notable.count += 1;
+            // Without the timestamp, so that repeated messages compare equal.
+            let short: String = line.split_once(' ').map_or(*line, |(_, rest)| rest).chars().take(200).collect();
+            if notable.examples.len() < keep && !notable.examples.contains(&short) {
+                notable.examples.push(short);
+            }
+        }
+        notable
+    }
+}
+
+/// Removes the colour escapes (`ESC [ … m`) the human log format writes even to a file.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -393,6 +446,8 @@ struct Gateway {
     site: String,
     provisioning_password: String,
     api: Api,
+    /// TCP_NODELAY on the devices' own connections.
+    nodelay: bool,
 }
 
 /// Registers, claims and connects `count` devices (`bench-000`, …), a few at a time.
@@ -400,6 +455,7 @@ async fn connect_devices(
     daemon: &Daemon,
     api: &Api,
     count: usize,
+    nodelay: bool,
     stats: &Arc<DeviceStats>,
 ) -> Result<Vec<BenchDevice>> {
     let provisioning = api.get("/api/provisioning").await.context("cannot read the provisioning credentials")?;
@@ -411,6 +467,7 @@ async fn connect_devices(
             .ok_or_else(|| anyhow!("no provisioning password in {provisioning}"))?
             .to_string(),
         api: api.clone(),
+        nodelay,
     });
     let width = (count - 1).to_string().len().max(3);
     let semaphore = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
@@ -492,6 +549,9 @@ async fn connect_as_device(
     let mut options = MqttOptions::new(id, gateway.mqtt.ip().to_string(), gateway.mqtt.port());
     options.set_credentials(id, password).set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(gateway.nodelay);
+    eventloop.set_network_options(network);
     poll_until(&mut eventloop, "CONNACK", |p| matches!(p, Packet::ConnAck(_)).then_some(())).await?;
     let topics = DeviceTopics {
         commands: format!("devices/{}/{id}/commands", gateway.site),
@@ -644,14 +704,26 @@ struct Submitted {
     seconds: f64,
 }
 
-/// Submits `count` reboot tasks, task `i` to device `i % devices`, from `submitters` concurrent
-/// HTTP clients, each sending its next request as soon as the previous one is answered.
-async fn submit_tasks(api: &Api, devices: &[String], count: usize, submitters: usize, clock: &Clock) -> Submitted {
+/// How the tasks are submitted.
+#[derive(Clone, Copy)]
+struct Load {
+    tasks: usize,
+    /// Concurrent HTTP clients.
+    submitters: usize,
+    /// Tasks per second, evenly spaced; 0: as fast as the API answers.
+    rate: f64,
+}
+
+/// Submits `load.tasks` reboot tasks, task `i` to device `i % devices`, from `load.submitters`
+/// concurrent HTTP clients, each sending its next request as soon as the previous one is answered
+/// (and, with a rate, not before task `i`'s turn at `i / rate` s).
+async fn submit_tasks(api: &Api, devices: &[String], load: &Load, clock: Clock) -> Submitted {
     let next = Arc::new(AtomicUsize::new(0));
     let devices: Arc<[String]> = devices.into();
     let first_request_us = clock.micros();
     let started = Instant::now();
     let mut workers = JoinSet::new();
+    let Load { tasks: count, submitters, rate } = *load;
     for _ in 0..submitters {
         let (api, next, devices) = (api.clone(), next.clone(), devices.clone());
         workers.spawn(async move {
@@ -661,6 +733,10 @@ async fn submit_tasks(api: &Api, devices: &[String], count: usize, submitters: u
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count {
                     return (accepted, failures);
+                }
+                if rate > 0.0 {
+                    let turn = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(turn.into()).await;
                 }
                 let device = &devices[i % devices.len()];
                 match submit_one(&api, device).await {
@@ -872,6 +948,26 @@ fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
+/// CPU time (user + system) of the daemon and of this process, in µs.
+#[derive(Clone, Copy)]
+struct Cpu {
+    daemon_us: u64,
+    bench_us: u64,
+}
+
+impl Cpu {
+    fn read(daemon: u32) -> Result<Cpu> {
+        Ok(Cpu { daemon_us: cpu_micros(daemon)?, bench_us: cpu_micros(std::process::id())? })
+    }
+
+    fn since(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            daemon_us: self.daemon_us.saturating_sub(earlier.daemon_us),
+            bench_us: self.bench_us.saturating_sub(earlier.bench_us),
+        }
+    }
+}
+
 /// utime + stime of a process, in microseconds.
 fn cpu_micros(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -893,8 +989,8 @@ fn cpu_micros(pid: u32) -> Result<u64> {
 struct Run {
     command_line: String,
     devices: u64,
-    requested: u64,
-    submitters: u64,
+    load: Load,
+    nodelay: bool,
     setup_seconds: f64,
     submitted: Submitted,
     finished: Finished,
@@ -903,7 +999,7 @@ struct Run {
     memory_before: Memory,
     memory_after: Memory,
     peak_reset: bool,
-    daemon_cpu_ms: f64,
+    cpu: Cpu,
     counters: Value,
     log: LogSummary,
 }
@@ -921,29 +1017,60 @@ fn check(met: bool) -> &'static str {
 }
 
 fn report(run: &Run) -> String {
-    let a = &run.analysis;
     let mut out = String::new();
     out.push_str("# Task delivery: end to end through Gatehouse\n\n");
+    header(&mut out, run);
+    out.push_str("| measure | value | goal |\n| --- | ---: | --- |\n");
+    for (label, value, goal) in rows(run) {
+        let _ = writeln!(out, "| {label} | {} | {goal} |", value.replace('|', "\\|"));
+    }
+    footer(&mut out, run);
+    out
+}
+
+fn header(out: &mut String, run: &Run) {
     let _ = writeln!(out, "- Command: `{}`", run.command_line);
     let _ = writeln!(
         out,
-        "- CPUs: {}; loopback only; the devices and HTTP clients (2 tokio workers) share them with the daemon",
+        "- CPUs: {}; loopback only; the bench devices and HTTP clients (one process, 2 tokio workers) share \
+         them with the daemon",
         std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let pace = if run.load.rate > 0.0 { format!("paced at {} tasks/s", run.load.rate) } else { "unpaced".into() };
+    let _ = writeln!(
+        out,
+        "- {} devices claimed and connected in {:.1} s (not measured); {} `reboot` tasks, round-robin over the \
+         devices, from {} concurrent HTTP clients, {pace}",
+        run.devices, run.setup_seconds, run.load.tasks, run.load.submitters
     );
     let _ = writeln!(
         out,
-        "- {} devices claimed and connected in {:.1} s (not measured); {} `reboot` tasks requested, round-robin, \
-         {} concurrent HTTP submitters",
-        run.devices, run.setup_seconds, run.requested, run.submitters
+        "- Bench devices answer every task at once (`delivered`, then `succeeded`, QoS 1), {}",
+        if run.nodelay { "with TCP_NODELAY" } else { "with Nagle's algorithm on (`--nagle`)" }
     );
     out.push_str(
         "- Latency = the gateway's `succeeded` event time − the task's `createdAt` (`queued`), in ms; \
-         tasks/s = succeeded tasks ÷ (first `createdAt` → last `succeeded`).\n\n",
+         tasks/s = succeeded tasks ÷ (first `createdAt` → last `succeeded`), both from `GET /api/tasks/{id}`.\n\n",
     );
+}
 
+/// (measure, value, goal) rows of the report's table.
+fn rows(run: &Run) -> Vec<(&'static str, String, String)> {
+    let a = &run.analysis;
+    let accepted = run.submitted.tasks.len();
     let tps = a.tasks_per_second();
     let p99 = a.end_to_end.map(|p| p.p99);
-    let rows: Vec<(&str, String, String)> = vec![
+    let per_task =
+        |us: u64| format!("{:.0} ms ({:.0} µs per task)", us as f64 / 1000.0, us as f64 / accepted.max(1) as f64);
+    let intake = a
+        .intake_ms
+        .map_or("–".into(), |ms| format!("{ms} ms ({:.0} tasks/s)", accepted as f64 * 1000.0 / ms.max(1) as f64));
+    let peak_label = if run.peak_reset {
+        "daemon RSS after the tasks: VmRSS / VmHWM (peak of the task phase)"
+    } else {
+        "daemon RSS after the tasks: VmRSS / VmHWM (peak since start: could not reset it)"
+    };
+    vec![
         (
             "tasks/s, end to end (gateway clock)",
             tps.map_or("–".into(), |t| format!("{t:.0}")),
@@ -957,13 +1084,7 @@ fn report(run: &Run) -> String {
         ("… queued → sent", Percentiles::cells(a.queued_to_sent), String::new()),
         ("… sent → delivered", Percentiles::cells(a.sent_to_delivered), String::new()),
         ("… delivered → succeeded", Percentiles::cells(a.delivered_to_succeeded), String::new()),
-        (
-            "first → last `createdAt` (API intake)",
-            a.intake_ms.map_or("–".into(), |ms| {
-                format!("{ms} ms ({:.0} tasks/s)", run.submitted.tasks.len() as f64 * 1000.0 / ms.max(1) as f64)
-            }),
-            String::new(),
-        ),
+        ("first → last `createdAt` (API intake)", intake, String::new()),
         (
             "wall clock: first POST → last POST answered",
             format!("{:.0} ms", run.submitted.seconds * 1000.0),
@@ -972,7 +1093,7 @@ fn report(run: &Run) -> String {
         ("wall clock: first POST → last `succeeded` sent by a device", wall_clock(run), String::new()),
         (
             "tasks succeeded / read back / accepted",
-            format!("{} / {} / {}", a.succeeded(), a.read, run.submitted.tasks.len()),
+            format!("{} / {} / {accepted}", a.succeeded(), a.read),
             String::new(),
         ),
         ("tasks not succeeded", not_succeeded(run), "0".into()),
@@ -982,42 +1103,28 @@ fn report(run: &Run) -> String {
             format!("{} / {}", mib(run.memory_before.rss_kib), mib(run.memory_before.hwm_kib)),
             String::new(),
         ),
-        (
-            if run.peak_reset {
-                "daemon RSS after the tasks: VmRSS / VmHWM (peak of the task phase)"
-            } else {
-                "daemon RSS after the tasks: VmRSS / VmHWM (peak since start: reset failed)"
-            },
-            format!("{} / {}", mib(run.memory_after.rss_kib), mib(run.memory_after.hwm_kib)),
-            String::new(),
-        ),
-        (
-            "daemon CPU during the tasks",
-            format!(
-                "{:.0} ms ({:.0} µs per task)",
-                run.daemon_cpu_ms,
-                run.daemon_cpu_ms * 1000.0 / run.submitted.tasks.len().max(1) as f64
-            ),
-            String::new(),
-        ),
+        (peak_label, format!("{} / {}", mib(run.memory_after.rss_kib), mib(run.memory_after.hwm_kib)), String::new()),
+        ("CPU, first POST → all finished: daemon", per_task(run.cpu.daemon_us), String::new()),
+        ("CPU, first POST → all finished: bench (devices, HTTP clients)", per_task(run.cpu.bench_us), String::new()),
         ("bench devices: envelopes / redeliveries / answers", device_cells(&run.device_stats), String::new()),
         ("bench devices: answer / connection errors", device_errors(&run.device_stats), "0".into()),
-    ];
-    out.push_str("| measure | value | goal |\n| --- | ---: | --- |\n");
-    for (label, value, goal) in rows {
-        let _ = writeln!(out, "| {label} | {} | {goal} |", value.replace('|', "\\|"));
-    }
+    ]
+}
+
+fn footer(out: &mut String, run: &Run) {
     let _ = writeln!(out, "\nGateway task counters (`/api/health` `tasks`): `{}`\n", run.counters);
-    let kept = run.log.kept.as_ref().map(|p| format!(", kept at `{}`", p.display())).unwrap_or_default();
+    let log = &run.log;
+    let kept = log.kept.as_ref().map(|p| format!(" (kept at `{}`)", p.display())).unwrap_or_default();
     let _ = writeln!(
         out,
-        "Daemon log (RUST_LOG=warn): {} lines, {} warnings or errors{kept}",
-        run.log.lines, run.log.notable
+        "Daemon log{kept}, RUST_LOG=warn: {} warnings or errors during setup, {} from the first task on",
+        log.setup.count, log.tasks.count
     );
-    for example in &run.log.examples {
-        let _ = writeln!(out, "- `{}`", example.replace('`', "'"));
+    for (phase, notable) in [("setup", &log.setup), ("tasks", &log.tasks)] {
+        for example in &notable.examples {
+            let _ = writeln!(out, "- {phase}: `{}`", example.replace('`', "'"));
+        }
     }
-    out
 }
 
 fn wall_clock(run: &Run) -> String {
