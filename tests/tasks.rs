@@ -359,7 +359,7 @@ async fn a_device_that_restarts_mid_task_reports_it_instead_of_running_it_twice(
     device.expect("task_started").await;
     let exit = tokio::time::timeout(Duration::from_secs(10), device.child.wait()).await.unwrap().unwrap();
     assert_eq!(exit.code(), Some(9), "the device crashed after its acknowledgement");
-    wait_for(&daemon, &task, &["delivered"], Duration::from_secs(5)).await;
+    wait_for(&daemon, &task, &["delivered"], Duration::from_secs(10)).await;
 
     let device = Device::spawn(&daemon, "ref-5", &[]);
     let task = wait_for(&daemon, &task, &["failed", "succeeded"], Duration::from_secs(15)).await;

@@ -77,6 +77,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        crate::memory::return_large_blocks();
         let data_dir = config.resolved_data_dir();
         std::fs::create_dir_all(&data_dir).with_context(|| {
             format!("cannot create the data directory {}; pass --data-dir with a writable path", data_dir.display())

@@ -15,6 +15,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod lockout;
 pub mod logging;
+pub mod memory;
 pub mod pipeline;
 pub mod reading;
 pub mod registry;

@@ -85,7 +85,9 @@ fn task_error(error: TaskError) -> ApiError {
         TaskError::UnknownTask(_) => (StatusCode::NOT_FOUND, "task_not_found"),
         TaskError::Finished(..) => (StatusCode::CONFLICT, "task_finished"),
         TaskError::NotRetryable(..) => (StatusCode::CONFLICT, "not_retryable"),
-        TaskError::Store(_) | TaskError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        TaskError::Store(_) | TaskError::Stopped | TaskError::NotStored(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
     };
     ApiError { status, code, message }
 }

@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions, Packet, QoS,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -272,6 +274,11 @@ async fn run_as_device(
         true,
     ));
     let (client, mut eventloop) = AsyncClient::new(options, 100);
+    // Without TCP_NODELAY an answer written right after a PUBACK waits for the delayed ACK
+    // (about 40 ms on Linux) before it leaves: docs/protocol.md asks firmware to set it.
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let telemetry_topic = format!("devices/{}/{}/telemetry", args.site, args.id);
     let credentials_topic = format!("devices/{}/{}/credentials", args.site, args.id);
     let commands_topic = format!("devices/{}/{}/commands", args.site, args.id);
@@ -322,8 +329,10 @@ async fn run_as_device(
                 Ok(Event::Incoming(Packet::Publish(message))) if message.topic == commands_topic => {
                     let envelope: Value = serde_json::from_slice(&message.payload).unwrap_or_default();
                     if let Some(code) = handle_task(args, &client, &response_topic, &envelope, &mut running, state).await {
-                        // Let the acknowledgement leave, then stop like a device losing power.
-                        let _ = tokio::time::timeout(Duration::from_millis(300), async { loop { let _ = eventloop.poll().await; } }).await;
+                        // Stop like a device losing power, once the gateway has the acknowledgement.
+                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                            while !matches!(eventloop.poll().await, Ok(Event::Incoming(Packet::PubAck(_))) | Err(_)) {}
+                        }).await;
                         return Session::Exit(code);
                     }
                 }

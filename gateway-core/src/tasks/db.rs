@@ -1,5 +1,5 @@
-//! SQL for tasks: the task rows (current state and timers) and their event log. Every transition
-//! is one transaction: the row update and its event together.
+//! SQL for tasks: the task rows (current state and timers) and their event log. A row update is
+//! always stored with the event that records it, in the same transaction.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
@@ -42,73 +42,97 @@ fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
     })
 }
 
-pub fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
+/// One change to the task tables. The dispatcher stores all the changes of one turn of its loop
+/// in one transaction ([`write_all`]) before anything of that turn is published.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Insert(Task),
+    /// The task's new row, and the event recording the transition (with an optional detail).
+    Transition(Task, Option<serde_json::Value>),
+    /// Something that did not change the state (a resend, an ignored answer). With `owner`, only
+    /// recorded when the task exists and belongs to that device.
+    Note {
+        task_id: String,
+        ts: i64,
+        what: &'static str,
+        attempt: u32,
+        detail: Option<serde_json::Value>,
+        owner: Option<String>,
+    },
+}
+
+/// Stores `writes` in one transaction: all or nothing.
+pub fn write_all(conn: &Connection, writes: &[Write]) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
-    tx.execute(
-        &format!("INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
-        params![
-            task.id,
-            task.device_id,
-            task.site,
-            task.command,
-            task.params.to_string(),
-            task.state.as_str(),
-            task.attempt,
-            task.timeout_retries,
-            task.failure_retries,
-            serde_json::to_string(&task.retry_policy).unwrap_or_default(),
-            task.created_at,
-            task.updated_at,
-            task.expires_at,
-            task.ack_timeout_ms,
-            task.execution_timeout_ms,
-            task.next_attempt_at,
-            task.deadline_at,
-            task.progress,
-            task.message,
-            task.result.as_ref().map(|r| r.to_string()),
-            task.created_by,
-            task.retry_of
-        ],
-    )?;
-    event(&tx, &task.id, task.created_at, task.state.as_str(), task.attempt, None)?;
+    for write in writes {
+        match write {
+            Write::Insert(task) => insert(&tx, task)?,
+            Write::Transition(task, detail) => transition(&tx, task, detail.as_ref())?,
+            Write::Note { task_id, ts, what, attempt, detail, owner } => {
+                let owned = match owner {
+                    Some(owner) => get(&tx, task_id)?.is_some_and(|t| &t.device_id == owner),
+                    None => true,
+                };
+                if owned {
+                    event(&tx, task_id, *ts, what, *attempt, detail.as_ref())?;
+                }
+            }
+        }
+    }
     tx.commit()
 }
 
-/// Stores the task's new state and records the transition.
-pub fn transition(conn: &Connection, task: &Task, detail: Option<&serde_json::Value>) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    tx.execute(
+fn insert(conn: &Connection, task: &Task) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+         ?17, ?18, ?19, ?20, ?21, ?22)"
+    ))?;
+    stmt.execute(params![
+        task.id,
+        task.device_id,
+        task.site,
+        task.command,
+        task.params.to_string(),
+        task.state.as_str(),
+        task.attempt,
+        task.timeout_retries,
+        task.failure_retries,
+        serde_json::to_string(&task.retry_policy).unwrap_or_default(),
+        task.created_at,
+        task.updated_at,
+        task.expires_at,
+        task.ack_timeout_ms,
+        task.execution_timeout_ms,
+        task.next_attempt_at,
+        task.deadline_at,
+        task.progress,
+        task.message,
+        task.result.as_ref().map(|r| r.to_string()),
+        task.created_by,
+        task.retry_of
+    ])?;
+    event(conn, &task.id, task.created_at, task.state.as_str(), task.attempt, None)
+}
+
+fn transition(conn: &Connection, task: &Task, detail: Option<&serde_json::Value>) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
         "UPDATE tasks SET state = ?2, attempt = ?3, timeout_retries = ?4, failure_retries = ?5, updated_at = ?6, \
          next_attempt_at = ?7, deadline_at = ?8, progress = ?9, message = ?10, result = ?11 WHERE id = ?1",
-        params![
-            task.id,
-            task.state.as_str(),
-            task.attempt,
-            task.timeout_retries,
-            task.failure_retries,
-            task.updated_at,
-            task.next_attempt_at,
-            task.deadline_at,
-            task.progress,
-            task.message,
-            task.result.as_ref().map(|r| r.to_string())
-        ],
     )?;
-    event(&tx, &task.id, task.updated_at, task.state.as_str(), task.attempt, detail)?;
-    tx.commit()
-}
-
-/// Records something that did not change the state (a late or duplicate response, a resend).
-pub fn note(
-    conn: &Connection,
-    task_id: &str,
-    ts: i64,
-    what: &str,
-    attempt: u32,
-    detail: Option<&serde_json::Value>,
-) -> rusqlite::Result<()> {
-    event(conn, task_id, ts, what, attempt, detail)
+    stmt.execute(params![
+        task.id,
+        task.state.as_str(),
+        task.attempt,
+        task.timeout_retries,
+        task.failure_retries,
+        task.updated_at,
+        task.next_attempt_at,
+        task.deadline_at,
+        task.progress,
+        task.message,
+        task.result.as_ref().map(|r| r.to_string())
+    ])?;
+    event(conn, &task.id, task.updated_at, task.state.as_str(), task.attempt, detail)
 }
 
 fn event(
@@ -119,10 +143,9 @@ fn event(
     attempt: u32,
     detail: Option<&serde_json::Value>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO task_events (task_id, ts, state, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![task_id, ts, state, attempt, detail.map(|d| d.to_string())],
-    )?;
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO task_events (task_id, ts, state, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    stmt.execute(params![task_id, ts, state, attempt, detail.map(|d| d.to_string())])?;
     Ok(())
 }
 
@@ -136,7 +159,9 @@ pub fn open_tasks(conn: &Connection) -> rusqlite::Result<Vec<Task>> {
 }
 
 pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Task>> {
-    conn.query_row(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"), [id], task_from_row).optional()
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?
+        .query_row([id], task_from_row)
+        .optional()
 }
 
 pub fn list(conn: &Connection, device_id: &str, state: Option<&str>, limit: i64) -> rusqlite::Result<Vec<Task>> {

@@ -2,14 +2,16 @@
 //! queue in order while the device is online, applies the device's responses, fires the ack,
 //! execution and expiry timers, schedules retries, and re-sends in-flight tasks when a device
 //! reconnects or the gateway restarts. Every transition is stored before anything is published,
-//! so a crash at any point loses nothing and re-sends with the same task id.
+//! so a crash at any point loses nothing and re-sends with the same task id: each turn of the loop
+//! handles what is waiting (up to [`MAX_TURN`] inputs), collects its writes and its messages,
+//! stores the writes in one transaction, and only then sends the messages.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::machine::{self, Counters, Input, TaskState};
@@ -32,12 +34,24 @@ pub fn wants(event: &Event) -> bool {
     }
 }
 
+/// Inputs handled per turn before the turn's writes are stored.
+const MAX_TURN: usize = 256;
+
 struct Dispatcher {
     store: Store,
     bus: Bus,
     stats: Arc<TaskStats>,
     open: HashMap<String, Task>,
     online: HashSet<String>,
+    /// This turn's changes, stored together by [`Dispatcher::flush`].
+    writes: Vec<db::Write>,
+    /// What may leave only once this turn's writes are stored.
+    outbox: Vec<Outgoing>,
+}
+
+enum Outgoing {
+    Event(Event),
+    Reply(oneshot::Sender<Result<Task, TaskError>>, Box<Result<Task, TaskError>>),
 }
 
 /// What a response or a person adds to a transition.
@@ -86,6 +100,8 @@ pub async fn run(
         stats,
         open: open.into_iter().map(|t| (t.id.clone(), t)).collect(),
         online: HashSet::new(),
+        writes: Vec::new(),
+        outbox: Vec::new(),
     };
     loop {
         let wake = dispatcher.next_wake();
@@ -101,12 +117,23 @@ pub async fn run(
                 None => return,
             },
             event = events.recv() => match event {
-                Some(event) => dispatcher.event(event).await,
+                Some(event) => dispatcher.event(event),
                 None => return,
             },
-            _ = timer => dispatcher.tick().await,
+            _ = timer => dispatcher.tick(),
             _ = shutdown.cancelled() => return,
         }
+        // Take what else is waiting into the same turn: one transaction for all of it.
+        for _ in 1..MAX_TURN {
+            if let Ok(command) = commands.try_recv() {
+                dispatcher.command(command).await;
+            } else if let Some(event) = events.try_recv() {
+                dispatcher.event(event);
+            } else {
+                break;
+            }
+        }
+        dispatcher.flush().await;
     }
 }
 
@@ -128,19 +155,15 @@ impl Dispatcher {
         match command {
             Command::Create(task, reply) => {
                 let task = *task;
-                let row = task.clone();
-                if let Err(error) = self.store.run(move |conn| Ok(db::insert(conn, &row)?)).await {
-                    let _ = reply.send(Err(error.into()));
-                    return;
-                }
+                self.writes.push(db::Write::Insert(task.clone()));
                 self.stats.created.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(task = %task.id, device = %task.device_id, command = %task.command, "task queued");
-                let device = task.device_id.clone();
-                let id = task.id.clone();
-                self.announce(&task).await;
+                let (device, id) = (task.device_id.clone(), task.id.clone());
+                self.announce(&task);
                 self.open.insert(id.clone(), task.clone());
-                self.dispatch(&device).await;
-                let _ = reply.send(Ok(self.open.get(&id).cloned().unwrap_or(task)));
+                self.dispatch(&device);
+                let now = self.open.get(&id).cloned().unwrap_or(task);
+                self.outbox.push(Outgoing::Reply(reply, Box::new(Ok(now))));
             }
             Command::Cancel(id, actor, reply) => {
                 let Some(task) = self.open.get(&id).cloned() else {
@@ -155,18 +178,19 @@ impl Dispatcher {
                 };
                 let was_in_flight = task.state.in_flight();
                 let update = Update { detail: Some(json!({ "by": actor })), ..Update::default() };
-                let canceled = self.apply(&id, Input::Canceled, update).await;
+                let canceled = self.apply(&id, Input::Canceled, update);
                 if was_in_flight {
                     // Best effort: the device may stop; anything it answers later is ignored.
-                    self.publish_envelope(&task, "cancel").await;
-                    self.note(&task, "cancel_sent", None).await;
+                    self.publish_envelope(&task, "cancel");
+                    self.note(&task, "cancel_sent", None);
                 }
-                let _ = reply.send(canceled.ok_or_else(|| TaskError::Finished(id, "finished".into())));
+                let answer = canceled.ok_or_else(|| TaskError::Finished(id, "finished".into()));
+                self.outbox.push(Outgoing::Reply(reply, Box::new(answer)));
             }
         }
     }
 
-    async fn event(&mut self, event: Event) {
+    fn event(&mut self, event: Event) {
         match event {
             // Online for tasks once subscribed to its commands: an envelope published between
             // CONNECT and SUBSCRIBE would be lost (devices use clean sessions).
@@ -185,16 +209,16 @@ impl Dispatcher {
                     in_flight.push(task.clone());
                 }
                 for task in in_flight {
-                    self.publish_envelope(&task, "task").await;
+                    self.publish_envelope(&task, "task");
                     self.stats.resent.fetch_add(1, Ordering::Relaxed);
-                    self.note(&task, "resent", None).await;
+                    self.note(&task, "resent", None);
                 }
-                self.dispatch(&device).await;
+                self.dispatch(&device);
             }
             Event::ClientDisconnected { client, .. } => {
                 self.online.remove(&client.client_id);
             }
-            Event::DeviceMessage(message) => self.response(&message.client.client_id, &message.payload).await,
+            Event::DeviceMessage(message) => self.response(&message.client.client_id, &message.payload),
             // A device that is gone will never run its tasks: end them now rather than at expiry.
             Event::DeviceLifecycle(change) => {
                 self.online.remove(&change.device_id);
@@ -202,14 +226,14 @@ impl Dispatcher {
                     self.open.values().filter(|t| t.device_id == change.device_id).map(|t| t.id.clone()).collect();
                 for id in mine {
                     let detail = json!({ "by": "gateway", "reason": format!("device {}", change.state) });
-                    self.apply(&id, Input::Canceled, Update { detail: Some(detail), ..Update::default() }).await;
+                    self.apply(&id, Input::Canceled, Update { detail: Some(detail), ..Update::default() });
                 }
             }
             _ => {}
         }
     }
 
-    async fn response(&mut self, device: &str, payload: &[u8]) {
+    fn response(&mut self, device: &str, payload: &[u8]) {
         let response = match protocol::parse_response(payload) {
             Ok(response) => response,
             Err(error) => {
@@ -221,35 +245,22 @@ impl Dispatcher {
         let Some(task) = self.open.get(&response.task_id).filter(|t| t.device_id == device).cloned() else {
             // Finished already (a duplicate or a late answer), or unknown: recorded, ignored.
             self.stats.ignored_responses.fetch_add(1, Ordering::Relaxed);
-            let (id, owner) = (response.task_id.clone(), device.to_string());
             let detail =
                 json!({ "status": format!("{:?}", response.status).to_lowercase(), "attempt": response.attempt });
-            let _ = self
-                .store
-                .run(move |conn| {
-                    if db::get(conn, &id)?.is_some_and(|t| t.device_id == owner) {
-                        db::note(
-                            conn,
-                            &id,
-                            now_ms(),
-                            "ignored_response",
-                            response.attempt.unwrap_or(0),
-                            Some(&detail),
-                        )?;
-                    }
-                    Ok(())
-                })
-                .await;
+            self.writes.push(db::Write::Note {
+                task_id: response.task_id,
+                ts: now_ms(),
+                what: "ignored_response",
+                attempt: response.attempt.unwrap_or(0),
+                detail: Some(detail),
+                owner: Some(device.to_string()),
+            });
             return;
         };
         if response.attempt.is_some_and(|a| a < task.attempt) {
             self.stats.ignored_responses.fetch_add(1, Ordering::Relaxed);
-            self.note(
-                &task,
-                "ignored_response",
-                Some(json!({ "reason": "older attempt", "attempt": response.attempt })),
-            )
-            .await;
+            let detail = json!({ "reason": "older attempt", "attempt": response.attempt });
+            self.note(&task, "ignored_response", Some(detail));
             return;
         }
         let input = match response.status {
@@ -266,19 +277,15 @@ impl Dispatcher {
             extend_ms: response.extend_ms,
             detail: None,
         };
-        if self.apply(&task.id, input, update).await.is_none() {
+        if self.apply(&task.id, input, update).is_none() {
             // Not possible in this state (a repeated ack, say): recorded, ignored.
             self.stats.ignored_responses.fetch_add(1, Ordering::Relaxed);
-            self.note(
-                &task,
-                "ignored_response",
-                Some(json!({ "reason": format!("{input:?} while {}", task.state.as_str()) })),
-            )
-            .await;
+            let detail = json!({ "reason": format!("{input:?} while {}", task.state.as_str()) });
+            self.note(&task, "ignored_response", Some(detail));
         }
     }
 
-    async fn tick(&mut self) {
+    fn tick(&mut self) {
         let now = now_ms();
         let due: Vec<(String, Input)> = self
             .open
@@ -299,22 +306,22 @@ impl Dispatcher {
             .collect();
         for (id, input) in due {
             let was_in_flight = self.open.get(&id).is_some_and(|t| t.state.in_flight());
-            if let Some(task) = self.apply(&id, input, Update::default()).await {
+            if let Some(task) = self.apply(&id, input, Update::default()) {
                 if was_in_flight && task.state.is_terminal() {
                     // Given up: tell the device to stop, in case it is still working on it.
-                    self.publish_envelope(&task, "cancel").await;
-                    self.note(&task, "cancel_sent", None).await;
+                    self.publish_envelope(&task, "cancel");
+                    self.note(&task, "cancel_sent", None);
                 }
             }
         }
         let devices: Vec<String> = self.online.iter().cloned().collect();
         for device in devices {
-            self.dispatch(&device).await;
+            self.dispatch(&device);
         }
     }
 
     /// Sends the device's next queued task, unless one is in flight (one at a time, in order).
-    async fn dispatch(&mut self, device: &str) {
+    fn dispatch(&mut self, device: &str) {
         if !self.online.contains(device) {
             return;
         }
@@ -328,14 +335,15 @@ impl Dispatcher {
             return; // backing off; later tasks wait their turn
         }
         let id = head.id.clone();
-        if let Some(task) = self.apply(&id, Input::Sent, Update::default()).await {
-            self.publish_envelope(&task, "task").await;
+        if let Some(task) = self.apply(&id, Input::Sent, Update::default()) {
+            self.publish_envelope(&task, "task");
             self.stats.sent.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Runs one transition: stores it, then announces it. `None` when the machine refuses it.
-    async fn apply(&mut self, id: &str, input: Input, update: Update) -> Option<Task> {
+    /// Runs one transition (stored and announced with the rest of the turn). `None` when the
+    /// machine refuses it.
+    fn apply(&mut self, id: &str, input: Input, update: Update) -> Option<Task> {
         let task = self.open.get(id)?.clone();
         let counters = Counters {
             attempt: task.attempt,
@@ -367,14 +375,10 @@ impl Dispatcher {
         if update.progress.is_some() {
             next.progress = update.progress;
         }
-        let row = next.clone();
         let detail = update
             .detail
             .or_else(|| step.retry_after_ms.map(|after| json!({ "retryInMs": after, "after": format!("{input:?}") })));
-        if let Err(error) = self.store.run(move |conn| Ok(db::transition(conn, &row, detail.as_ref())?)).await {
-            tracing::error!(%error, task = %id, "storing a task transition failed; it will be retried");
-            return None;
-        }
+        self.writes.push(db::Write::Transition(next.clone(), detail));
         if step.retry_after_ms.is_some() {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
@@ -391,28 +395,65 @@ impl Dispatcher {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         tracing::debug!(task = %id, from = task.state.as_str(), to = next.state.as_str(), attempt = next.attempt, "task transition");
-        self.announce(&next).await;
+        self.announce(&next);
         if next.state.is_terminal() {
             self.open.remove(id);
             tracing::info!(task = %id, device = %next.device_id, state = next.state.as_str(), attempt = next.attempt, "task finished");
             let device = next.device_id.clone();
-            Box::pin(self.dispatch(&device)).await;
+            self.dispatch(&device);
         } else {
             self.open.insert(id.to_string(), next.clone());
         }
         Some(next)
     }
 
-    async fn note(&self, task: &Task, what: &'static str, detail: Option<Value>) {
-        let (id, attempt) = (task.id.clone(), task.attempt);
-        let _ = self.store.run(move |conn| Ok(db::note(conn, &id, now_ms(), what, attempt, detail.as_ref())?)).await;
+    fn note(&mut self, task: &Task, what: &'static str, detail: Option<Value>) {
+        self.writes.push(db::Write::Note {
+            task_id: task.id.clone(),
+            ts: now_ms(),
+            what,
+            attempt: task.attempt,
+            detail,
+            owner: None,
+        });
     }
 
-    async fn announce(&self, task: &Task) {
-        self.bus.publish(Event::TaskUpdate(Arc::new(task.clone()))).await;
+    fn announce(&mut self, task: &Task) {
+        self.outbox.push(Outgoing::Event(Event::TaskUpdate(Arc::new(task.clone()))));
     }
 
-    async fn publish_envelope(&self, task: &Task, kind: &str) {
+    /// Stores the turn's writes in one transaction, then sends what the turn produced. If the
+    /// store fails, nothing is sent, waiting API calls get the error, and the open tasks are
+    /// read back from the database (the in-memory changes of the turn are dropped).
+    async fn flush(&mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        let outbox = std::mem::take(&mut self.outbox);
+        if !writes.is_empty() {
+            if let Err(error) = self.store.run(move |conn| Ok(db::write_all(conn, &writes)?)).await {
+                tracing::error!(%error, "storing task changes failed; nothing of them was sent, reloading open tasks");
+                for item in outbox {
+                    if let Outgoing::Reply(reply, _) = item {
+                        let _ = reply.send(Err(TaskError::NotStored(error.to_string())));
+                    }
+                }
+                match self.store.run(|conn| Ok(db::open_tasks(conn)?)).await {
+                    Ok(open) => self.open = open.into_iter().map(|t| (t.id.clone(), t)).collect(),
+                    Err(error) => tracing::error!(%error, "reloading open tasks failed"),
+                }
+                return;
+            }
+        }
+        for item in outbox {
+            match item {
+                Outgoing::Event(event) => self.bus.publish(event).await,
+                Outgoing::Reply(reply, answer) => {
+                    let _ = reply.send(*answer);
+                }
+            }
+        }
+    }
+
+    fn publish_envelope(&mut self, task: &Task, kind: &str) {
         let envelope = Envelope {
             v: ENVELOPE_VERSION,
             kind: kind.into(),
@@ -432,6 +473,6 @@ impl Dispatcher {
             payload: payload.into(),
             retain: false,
         };
-        self.bus.publish(Event::MqttPublish(Arc::new(message))).await;
+        self.outbox.push(Outgoing::Event(Event::MqttPublish(Arc::new(message))));
     }
 }

@@ -121,6 +121,8 @@ pub enum TaskError {
     Store(#[from] StoreError),
     #[error("the task service has stopped")]
     Stopped,
+    #[error("the change could not be stored ({0}); try again")]
+    NotStored(String),
 }
 
 #[derive(Debug, Default, Serialize)]
