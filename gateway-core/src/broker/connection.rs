@@ -206,12 +206,12 @@ pub(super) async fn serve<S>(
     if !ctx.directory.is_current(&auth.identity) {
         tracing::info!(%peer, %client_id, "MQTT connection refused: identity revoked while connecting");
         let _ = write_packet(&mut writer, &mut write_buf, codec, refuse(Refusal::NotAuthorized)).await;
-        let _ = link_tx.send(disconnect_packet()).await;
+        close_link(&mut link_tx, None).await;
         return;
     }
     if let Some(packet) = Option::<Packet>::from(router_connack) {
         if write_packet(&mut writer, &mut write_buf, codec, packet).await.is_err() {
-            let _ = link_tx.send(disconnect_packet()).await;
+            close_link(&mut link_tx, None).await;
             return;
         }
     }
@@ -252,11 +252,8 @@ pub(super) async fn serve<S>(
     match end {
         End::ClientDisconnected | End::TakenOver => {}
         _ => {
-            if let Some(will) = will {
-                publish_will(&mut link_tx, will).await;
-            }
             // Lets the router forget the connection (it would otherwise keep a zombie entry).
-            let _ = link_tx.send(disconnect_packet()).await;
+            close_link(&mut link_tx, will).await;
         }
     }
     drop(session);
@@ -720,10 +717,30 @@ fn disconnect_packet() -> Packet {
     Packet::Disconnect(Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection }, None)
 }
 
-async fn publish_will(link_tx: &mut LinkTx, will: LastWill) {
-    // The router delivers at each subscriber's QoS, so the will's own QoS need not be kept here.
-    let publish = Publish::new(will.topic, will.message, will.retain);
-    let _ = link_tx.send(Packet::Publish(publish, None)).await;
+/// Ends the router's side of the connection: the will (if any) and a DISCONNECT, handed over
+/// with at most one wake-up. The router drains the whole buffer on each wake-up; a second one
+/// for a connection it already removed makes it log "no-connection id … is already gone" at
+/// ERROR level, once per device disconnect. So when packets are still waiting (a wake-up is
+/// queued for them), ours join them without another.
+async fn close_link(link_tx: &mut LinkTx, will: Option<LastWill>) {
+    let mut packets = Vec::new();
+    if let Some(will) = will {
+        // The router delivers at each subscriber's QoS, so the will's own QoS need not be kept here.
+        packets.push(Packet::Publish(Publish::new(will.topic, will.message, will.retain), None));
+    }
+    packets.push(disconnect_packet());
+    {
+        let mut buffer = link_tx.buffer();
+        if !buffer.is_empty() {
+            buffer.extend(packets);
+            return;
+        }
+    }
+    let last = packets.pop();
+    link_tx.buffer().extend(packets);
+    if let Some(last) = last {
+        let _ = link_tx.send(last).await;
+    }
 }
 
 /// The client id this connection uses. An empty id with a clean session gets a generated one;
