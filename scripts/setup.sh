@@ -7,7 +7,7 @@ purpose="${1:-run}"
 
 # System packages per purpose (Debian 12 / Ubuntu / Raspberry Pi OS names).
 run_packages=(build-essential pkg-config ca-certificates curl)
-test_packages=("${run_packages[@]}" mosquitto mosquitto-clients python3-paho-mqtt)
+test_packages=("${run_packages[@]}" mosquitto mosquitto-clients python3-paho-mqtt python3-dbusmock dbus-daemon)
 
 case "$purpose" in
   run) wanted=("${run_packages[@]}") ;;

@@ -189,7 +189,7 @@ async fn api_errors_are_json_with_an_actionable_message() {
     }
     let health = daemon.get_json("/api/health").await;
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["bluetooth"], "disabled");
+    assert_eq!(health["bluetooth"]["state"], "disabled");
 }
 
 #[test]

@@ -135,6 +135,13 @@ pub struct BleConfig {
     pub enabled: bool,
     /// Adapter name such as `hci0`; empty takes the first adapter.
     pub adapter: String,
+    /// With Ruuvi tags known, no Ruuvi advertisement for this long makes the watchdog step in.
+    #[serde(with = "humantime_serde")]
+    pub watchdog: Duration,
+    /// Scan restarts the watchdog tries before it reconnects to BlueZ with a new manager.
+    pub scan_restarts: u32,
+    /// New managers the watchdog tries before it gives up and the process exits (status 1).
+    pub manager_restarts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -275,7 +282,13 @@ impl Default for PipelineConfig {
 
 impl Default for BleConfig {
     fn default() -> Self {
-        BleConfig { enabled: true, adapter: String::new() }
+        BleConfig {
+            enabled: true,
+            adapter: String::new(),
+            watchdog: Duration::from_secs(120),
+            scan_restarts: 2,
+            manager_restarts: 2,
+        }
     }
 }
 
@@ -403,6 +416,9 @@ impl Config {
         }
         if self.devices.pairing_max.is_zero() || self.devices.pairing_max > Duration::from_secs(30 * 60) {
             return invalid("devices.pairing_max", "must be between 1s and 30m (pairing windows are short on purpose)");
+        }
+        if self.ble.watchdog < Duration::from_secs(1) {
+            return invalid("ble.watchdog", "must be at least 1s (Ruuvi tags advertise about once a second)");
         }
         if self.mqtt.health_interval < Duration::from_secs(1) {
             return invalid("mqtt.health_interval", "must be at least 1s");

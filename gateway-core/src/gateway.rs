@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::alerts;
 use crate::api::{self, ApiState};
 use crate::auth::Directory;
+use crate::ble;
 use crate::broker::{self, ListenerAddrs};
 use crate::bus::Bus;
 use crate::config::Config;
@@ -73,6 +74,8 @@ pub struct Gateway {
     store_shutdown: CancellationToken,
     tasks: TaskTracker,
     writer: WriterHandle,
+    /// Why a part of the gateway stopped it (the process should then exit with an error).
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Gateway {
@@ -184,12 +187,17 @@ impl Gateway {
         } else {
             None
         };
-        // The Bluetooth scanner joins here (it will send into `ingress` like the simulator).
-        let bluetooth = if config.ble.enabled {
-            "unavailable: this version has no Bluetooth scanner yet; use --simulate N".to_string()
-        } else {
-            "disabled".to_string()
-        };
+        let bluetooth = ble::BleStatus::new(config.ble.enabled);
+        let fatal = ble::Fatal { reason: Arc::default(), stop: shutdown.clone() };
+        if config.ble.enabled {
+            tasks.spawn(ble::run(
+                config.ble.clone(),
+                ingress.clone(),
+                bluetooth.clone(),
+                fatal.clone(),
+                shutdown.clone(),
+            ));
+        }
 
         let health = Health {
             started: Instant::now(),
@@ -275,12 +283,29 @@ impl Gateway {
             site = %config.site,
             "Gatehouse is running"
         );
-        Ok(Gateway { runtime, health, store, bus, ingress, shutdown, store_shutdown, tasks, writer })
+        Ok(Gateway {
+            runtime,
+            health,
+            store,
+            bus,
+            ingress,
+            shutdown,
+            store_shutdown,
+            tasks,
+            writer,
+            fatal: fatal.reason,
+        })
     }
 
     /// The gateway's root shutdown token: cancelling it asks the gateway to stop.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Set when a part of the gateway failed beyond repair and stopped it; the daemon then exits
+    /// with status 1 so that systemd restarts it.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops everything and waits (a few seconds at most) until the store has committed.

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::ble::{BleReport, BleStatus};
 use crate::broker::{BrokerSnapshot, BrokerStats};
 use crate::bus::{Bus, BusSnapshot};
 use crate::lifecycle::LifecycleStats;
@@ -25,7 +26,7 @@ pub struct Health {
     pub broker: Arc<BrokerStats>,
     pub bus: Bus,
     pub registry: Registry,
-    pub bluetooth: String,
+    pub bluetooth: Arc<BleStatus>,
     pub simulator: Option<SimulatorInfo>,
     pub lifecycle: Arc<LifecycleStats>,
     pub homeassistant_import: Arc<crate::ha_import::ImportStats>,
@@ -66,8 +67,8 @@ pub struct HealthReport {
     pub pipeline: PipelineSnapshot,
     pub store: StoreReport,
     pub bus: BusSnapshot,
-    /// `disabled`, `unavailable: <why>` or the scanner state.
-    pub bluetooth: String,
+    /// The local scanner: state, adapter, rate, recoveries, errors.
+    pub bluetooth: BleReport,
     pub simulator: Option<SimulatorInfo>,
     pub lifecycle: LifecycleReport,
     /// Home Assistant discovery import: configs seen and rejected, state messages and unreadable ones.
@@ -109,7 +110,7 @@ impl Health {
             pipeline: self.pipeline.snapshot(),
             store: StoreReport { database: self.database.clone(), writer: store },
             bus: self.bus.snapshot(),
-            bluetooth: self.bluetooth.clone(),
+            bluetooth: self.bluetooth.report(),
             simulator: self.simulator.clone(),
             lifecycle: {
                 let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

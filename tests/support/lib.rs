@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod bluez;
 pub mod device;
 pub mod mqtt;
 pub mod raw;
@@ -55,6 +56,8 @@ pub struct Daemon {
     args: Vec<String>,
     /// Listen on these addresses instead of fresh ports (a restart devices can find again).
     fixed: Option<Runtime>,
+    /// The D-Bus system bus for the Bluetooth scanner; `None` runs with `--no-ble`.
+    bluetooth_bus: Option<String>,
     _temp: tempfile::TempDir,
 }
 
@@ -67,6 +70,16 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with `config_toml` written to a file and passed with `--config`.
     pub fn start_with_config(config_toml: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_full(config_toml, extra, None)
+    }
+
+    /// Like [`Daemon::start_with_config`], with the Bluetooth scanner on, talking to the D-Bus
+    /// system bus at `bus_address` (a fake BlueZ).
+    pub fn start_with_bluetooth(config_toml: &str, extra: &[&str], bus_address: &str) -> Daemon {
+        Daemon::start_full(config_toml, extra, Some(bus_address.to_string()))
+    }
+
+    fn start_full(config_toml: &str, extra: &[&str], bluetooth_bus: Option<String>) -> Daemon {
         let temp = tempfile::tempdir().expect("temp dir");
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !config_toml.is_empty() {
@@ -83,6 +96,7 @@ impl Daemon {
             data_dir: temp.path().to_path_buf(),
             args,
             fixed: None,
+            bluetooth_bus,
             _temp: temp,
         };
         daemon.spawn();
@@ -94,12 +108,13 @@ impl Daemon {
         let log = std::fs::File::create(&self.log_path).expect("log file");
         let runtime_file = self.data_dir.join("gatehouse.runtime.json");
         let _ = std::fs::remove_file(&runtime_file);
-        let child = Command::new(gatehouse_bin())
-            .arg("run")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(self.listen_args())
-            .arg("--no-ble")
+        let mut command = Command::new(gatehouse_bin());
+        command.arg("run").arg("--data-dir").arg(&self.data_dir).args(self.listen_args());
+        match &self.bluetooth_bus {
+            Some(bus) => command.env("DBUS_SYSTEM_BUS_ADDRESS", bus),
+            None => command.arg("--no-ble"),
+        };
+        let child = command
             .args(&self.args)
             .env("RUST_LOG", "info,gateway_core=debug")
             .stdout(Stdio::null())
@@ -205,6 +220,20 @@ impl Daemon {
                 panic!("gatehouse did not exit within {within:?} after {signal}:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the daemon to exit by itself (at most `within`).
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("daemon is running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "gatehouse did not exit within {within:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -103,9 +103,18 @@ async fn collect(
 ) {
     let mut batch: Vec<Row> = Vec::with_capacity(config.batch_size);
     let mut deadline: Option<Instant> = None;
+    // After the last batch of a burst, one empty batch once the device-row refresh is due, so
+    // that a device's latest reading reaches its row even when nothing else arrives.
+    let mut refresh_at: Option<Instant> = None;
     loop {
         let flush_timer = async {
             match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let refresh_timer = async {
+            match refresh_at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -118,6 +127,7 @@ async fn collect(
                     deadline.get_or_insert_with(|| Instant::now() + config.flush_interval);
                     if batch.len() >= config.batch_size {
                         deadline = None;
+                        refresh_at = Some(Instant::now() + DEVICE_REFRESH + Duration::from_millis(100));
                         if batches.send(std::mem::take(&mut batch)).await.is_err() { return; }
                     }
                 }
@@ -126,7 +136,12 @@ async fn collect(
             },
             _ = flush_timer => {
                 deadline = None;
+                refresh_at = Some(Instant::now() + DEVICE_REFRESH + Duration::from_millis(100));
                 if batches.send(std::mem::take(&mut batch)).await.is_err() { return; }
+            }
+            _ = refresh_timer => {
+                refresh_at = None;
+                if batches.send(Vec::new()).await.is_err() { return; }
             }
             _ = shutdown.cancelled() => break,
         }

@@ -122,8 +122,15 @@ pub fn run(args: RunArgs) -> ExitCode {
             }
         };
         wait_for_signal(gateway.shutdown_token()).await;
+        let fatal = gateway.fatal_error();
         gateway.shutdown().await;
-        ExitCode::SUCCESS
+        match fatal {
+            Some(reason) => {
+                eprintln!("gatehouse: {reason}");
+                ExitCode::FAILURE
+            }
+            None => ExitCode::SUCCESS,
+        }
     })
 }
 

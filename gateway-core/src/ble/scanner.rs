@@ -1,0 +1,377 @@
+//! The btleplug scanner: finds the adapter, keeps a scan running, turns Ruuvi manufacturer data
+//! into [`Advertisement`]s for the pipeline, and recovers when the scan stops.
+//!
+//! What btleplug 0.13 on BlueZ actually delivers (docs/ARCHITECTURE.md, "Bluetooth"): a new
+//! device's first advertisement comes only as `DeviceDiscovered` (its data must be read with
+//! `properties()`); later ones as `ManufacturerDataAdvertisement`, each preceded by its own
+//! `RssiUpdate`; a power cycle as `StateUpdate`; a bluetoothd restart or a dead D-Bus
+//! connection as nothing at all. So the scan is restarted after power comes back, and the
+//! watchdog (see `watchdog.rs`) handles the silent failures.
+//!
+//! Every D-Bus call has a timeout: with the bus gone, btleplug would wait 30 s per call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use btleplug::api::{Central, CentralEvent, CentralState, Manager as _, Peripheral as _, ScanFilter};
+use btleplug::platform::{Adapter, Manager, PeripheralId};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::watchdog::{Action, Policy, Watchdog};
+use super::{BleStatus, ScannerState, RUUVI_COMPANY_ID};
+use crate::config::BleConfig;
+use crate::pipeline::Advertisement;
+use crate::reading::now_ms;
+use crate::ruuvi::Mac;
+
+/// Longest wait for one D-Bus round trip before the call counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_MIN: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Peripheral ids → addresses are cached; forgotten above this size (BlueZ churns ids of phones).
+const ADDRESS_CACHE_MAX: usize = 4096;
+
+/// Set when the scanner gives up for good: the reason, and the token that stops the gateway.
+#[derive(Clone)]
+pub struct Fatal {
+    pub reason: Arc<Mutex<Option<String>>>,
+    pub stop: CancellationToken,
+}
+
+impl Fatal {
+    fn raise(&self, reason: String) {
+        tracing::error!("{reason}");
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.stop.cancel();
+    }
+}
+
+/// How a scan session ended.
+enum Ended {
+    Shutdown,
+    /// The watchdog asks for a fresh Manager.
+    NewManager,
+    GiveUp,
+    /// The adapter or the bus went away under us.
+    Lost(String),
+}
+
+/// Runs until `shutdown`: connect, scan, recover, repeat.
+pub async fn run(
+    config: BleConfig,
+    ingress: mpsc::Sender<Advertisement>,
+    status: Arc<BleStatus>,
+    fatal: Fatal,
+    shutdown: CancellationToken,
+) {
+    let policy = Policy {
+        stall_after_ms: config.watchdog.as_millis() as i64,
+        scan_restarts: config.scan_restarts,
+        manager_restarts: config.manager_restarts,
+    };
+    // The ladder spans sessions: a new Manager that brings no data back moves on to the next step.
+    let mut watchdog = Watchdog::new(policy);
+    let mut retry = RETRY_MIN;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let (central, adapter_name) = match connect(&config.adapter).await {
+            Ok(found) => found,
+            Err(why) => {
+                // Reconnecting after data stopped (D-Bus gone) still climbs the ladder to GiveUp.
+                if watchdog.check(now_ms()) == Action::GiveUp {
+                    let reason = format!(
+                        "Bluetooth stopped delivering data and BlueZ cannot be reached ({why}); exiting so that the \
+                         service manager restarts Gatehouse. Check `systemctl status bluetooth dbus`."
+                    );
+                    status.set_state(ScannerState::Failed, reason.clone());
+                    fatal.raise(reason);
+                    return;
+                }
+                status.set_adapter(None);
+                status.set_state(
+                    ScannerState::Unavailable,
+                    format!("Bluetooth is unavailable: {why}; retrying in {}s", retry.as_secs()),
+                );
+                tracing::warn!("Bluetooth is unavailable: {why}; retrying in {}s", retry.as_secs());
+                if sleep_or_shutdown(retry, &shutdown).await {
+                    return;
+                }
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        status.set_adapter(Some(adapter_name.clone()));
+        let mut session = Session {
+            central,
+            receiver: Arc::from(format!("ble:{adapter_name}")),
+            adapter_name,
+            ingress: ingress.clone(),
+            status: status.clone(),
+            addresses: HashMap::new(),
+            rssi: HashMap::new(),
+            powered: true,
+        };
+        match session.run(&mut watchdog, &shutdown).await {
+            Ended::Shutdown => return,
+            Ended::NewManager => {
+                status.recovered(|r| r.new_managers += 1);
+                tracing::warn!(adapter = %session.adapter_name, "no Ruuvi data despite scan restarts; reconnecting to BlueZ with a new manager");
+                retry = RETRY_MIN;
+            }
+            Ended::GiveUp => {
+                let reason = format!(
+                    "Bluetooth scanning on {} stopped delivering data and could not be recovered (scan restarts and \
+                     new D-Bus connections did not help); exiting so that the service manager restarts Gatehouse. \
+                     If this repeats, run `sudo systemctl restart bluetooth` and check `journalctl -u bluetooth`.",
+                    session.adapter_name
+                );
+                status.set_state(ScannerState::Failed, reason.clone());
+                status.error(reason.clone());
+                fatal.raise(reason);
+                return;
+            }
+            Ended::Lost(why) => {
+                status.recovered(|r| r.reconnects += 1);
+                status.error(why.clone());
+                status.set_state(ScannerState::Recovering, format!("lost the adapter ({why}); reconnecting"));
+                tracing::warn!(adapter = %session.adapter_name, "Bluetooth session ended: {why}; reconnecting");
+                if sleep_or_shutdown(retry, &shutdown).await {
+                    return;
+                }
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// True if shutdown came first.
+async fn sleep_or_shutdown(duration: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}
+
+async fn call<T>(what: &str, future: impl std::future::Future<Output = btleplug::Result<T>>) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, future).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(format!("{what}: {error}")),
+        Err(_) => Err(format!("{what}: no answer from BlueZ within {}s", CALL_TIMEOUT.as_secs())),
+    }
+}
+
+/// A new Manager (one D-Bus connection to the system bus) and the wanted adapter.
+async fn connect(wanted: &str) -> Result<(Adapter, String), String> {
+    let manager = call("connecting to BlueZ over D-Bus", Manager::new())
+        .await
+        .map_err(|e| format!("{e} (is bluetoothd running, and may this user use it? See docs/bluetooth.md)"))?;
+    let adapters = call("listing adapters", manager.adapters()).await?;
+    let mut names = Vec::new();
+    for adapter in adapters {
+        // adapter_info is "hci0 (usb:v1D6Bp0246d0537)".
+        let info = call("reading adapter info", adapter.adapter_info()).await?;
+        let name = info.split_whitespace().next().unwrap_or_default().to_string();
+        if wanted.is_empty() || name == wanted {
+            tracing::info!(adapter = %info, "using Bluetooth adapter");
+            return Ok((adapter, name));
+        }
+        names.push(name);
+    }
+    Err(if names.is_empty() {
+        "no Bluetooth adapter found".to_string()
+    } else {
+        format!("adapter {wanted} not found (found: {}); set ble.adapter", names.join(", "))
+    })
+}
+
+struct Session {
+    central: Adapter,
+    adapter_name: String,
+    receiver: Arc<str>,
+    ingress: mpsc::Sender<Advertisement>,
+    status: Arc<BleStatus>,
+    addresses: HashMap<PeripheralId, Mac>,
+    /// The last RSSI per peripheral: btleplug reports it in its own event, just before the data.
+    rssi: HashMap<PeripheralId, i16>,
+    powered: bool,
+}
+
+impl Session {
+    async fn run(&mut self, watchdog: &mut Watchdog, shutdown: &CancellationToken) -> Ended {
+        // Subscribe before scanning, so that no first advertisement is missed.
+        let mut events = match call("subscribing to BlueZ events", self.central.events()).await {
+            Ok(events) => events,
+            Err(why) => return Ended::Lost(why),
+        };
+        let mut scan_retry = RETRY_MIN;
+        let mut next_scan_attempt =
+            if self.start_scan().await { None } else { Some(tokio::time::Instant::now() + scan_retry) };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = call("stopping the scan", self.central.stop_scan()).await;
+                    return Ended::Shutdown;
+                }
+                event = events.next() => match event {
+                    Some(event) => {
+                        if let Some(ended) = self.handle(event, watchdog, &mut next_scan_attempt).await {
+                            return ended;
+                        }
+                    }
+                    None => return Ended::Lost("the BlueZ event stream ended".into()),
+                },
+                _ = tick.tick() => {
+                    if next_scan_attempt.is_some_and(|at| at <= tokio::time::Instant::now()) && self.powered {
+                        if self.start_scan().await {
+                            next_scan_attempt = None;
+                            scan_retry = RETRY_MIN;
+                        } else {
+                            scan_retry = (scan_retry * 2).min(RETRY_MAX);
+                            next_scan_attempt = Some(tokio::time::Instant::now() + scan_retry);
+                        }
+                    }
+                    match watchdog.check(now_ms()) {
+                        Action::Nothing => {}
+                        Action::RestartScan => {
+                            let quiet = self.status.report().last_advert_at.map(|at| (now_ms() - at) / 1000);
+                            tracing::warn!(adapter = %self.adapter_name, quiet_seconds = ?quiet, "no Ruuvi advertisement for too long; restarting the scan");
+                            self.status.recovered(|r| r.scan_restarts += 1);
+                            self.status.set_state(ScannerState::Recovering, "no Ruuvi data for too long; restarting the scan");
+                            // Stopping fails when BlueZ already stopped it: that is the usual case here.
+                            let _ = call("stopping the scan", self.central.stop_scan()).await;
+                            if !self.start_scan().await {
+                                next_scan_attempt = Some(tokio::time::Instant::now() + scan_retry);
+                            }
+                        }
+                        Action::NewManager => {
+                            self.status.set_state(ScannerState::Recovering, "no Ruuvi data after scan restarts; reconnecting to BlueZ");
+                            let _ = call("stopping the scan", self.central.stop_scan()).await;
+                            return Ended::NewManager;
+                        }
+                        Action::GiveUp => return Ended::GiveUp,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts discovery; true when the adapter is scanning afterwards.
+    async fn start_scan(&mut self) -> bool {
+        match call("starting the scan", self.central.start_scan(ScanFilter::default())).await {
+            Ok(()) => {}
+            // BlueZ says InProgress when this client's discovery is already running: fine.
+            Err(why) if why.contains("InProgress") || why.contains("already in progress") => {}
+            Err(why) => {
+                tracing::warn!(adapter = %self.adapter_name, "{why}");
+                self.status.error(why.clone());
+                self.status.set_state(ScannerState::Recovering, format!("cannot start scanning: {why}; retrying"));
+                return false;
+            }
+        }
+        tracing::info!(adapter = %self.adapter_name, "scanning for Ruuvi tags");
+        self.status.set_state(ScannerState::Scanning, format!("scanning on {}", self.adapter_name));
+        true
+    }
+
+    async fn handle(
+        &mut self,
+        event: CentralEvent,
+        watchdog: &mut Watchdog,
+        next_scan_attempt: &mut Option<tokio::time::Instant>,
+    ) -> Option<Ended> {
+        match event {
+            CentralEvent::DeviceDiscovered(id) => {
+                // A new device's first advertisement is only readable from its properties.
+                let peripheral = call("reading a new device", self.central.peripheral(&id)).await.ok()?;
+                let properties = call("reading device properties", peripheral.properties()).await.ok()??;
+                let mac = Mac(peripheral.address().into_inner());
+                self.remember(id.clone(), mac);
+                if let Some(rssi) = properties.rssi {
+                    self.rssi.insert(id, rssi);
+                }
+                match properties.manufacturer_data.get(&RUUVI_COMPANY_ID) {
+                    Some(data) => self.forward(mac, data, properties.rssi, watchdog),
+                    None if !properties.manufacturer_data.is_empty() => self.status.other_advert(),
+                    None => {}
+                }
+            }
+            CentralEvent::RssiUpdate { id, rssi } => {
+                if self.rssi.len() >= ADDRESS_CACHE_MAX && !self.rssi.contains_key(&id) {
+                    self.rssi.clear();
+                }
+                self.rssi.insert(id, rssi);
+            }
+            CentralEvent::ManufacturerDataAdvertisement { id, manufacturer_data } => {
+                let Some(data) = manufacturer_data.get(&RUUVI_COMPANY_ID) else {
+                    self.status.other_advert();
+                    return None;
+                };
+                let mac = match self.addresses.get(&id) {
+                    Some(mac) => *mac,
+                    None => {
+                        let peripheral = call("reading a device", self.central.peripheral(&id)).await.ok()?;
+                        let mac = Mac(peripheral.address().into_inner());
+                        self.remember(id.clone(), mac);
+                        mac
+                    }
+                };
+                let rssi = self.rssi.get(&id).copied();
+                self.forward(mac, data, rssi, watchdog);
+            }
+            CentralEvent::StateUpdate(CentralState::PoweredOff) => {
+                tracing::warn!(adapter = %self.adapter_name, "Bluetooth adapter switched off; waiting for it to come back");
+                self.powered = false;
+                self.status.set_state(
+                    ScannerState::PoweredOff,
+                    format!("adapter {} is switched off; scanning resumes when it is on again", self.adapter_name),
+                );
+            }
+            CentralEvent::StateUpdate(CentralState::PoweredOn) if !self.powered => {
+                // BlueZ drops every discovery session on power-off: scan again.
+                self.powered = true;
+                tracing::info!(adapter = %self.adapter_name, "Bluetooth adapter switched on again; restarting the scan");
+                self.status.recovered(|r| r.power_cycles += 1);
+                if !self.start_scan().await {
+                    *next_scan_attempt = Some(tokio::time::Instant::now() + RETRY_MIN);
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn remember(&mut self, id: PeripheralId, mac: Mac) {
+        if self.addresses.len() >= ADDRESS_CACHE_MAX && !self.addresses.contains_key(&id) {
+            self.addresses.clear();
+        }
+        self.addresses.insert(id, mac);
+    }
+
+    /// Rebuilds the manufacturer-specific AD structure BlueZ unpacked, and queues it.
+    fn forward(&mut self, mac: Mac, payload: &[u8], rssi: Option<i16>, watchdog: &mut Watchdog) {
+        let now = now_ms();
+        watchdog.ruuvi_heard(now);
+        let mut data = Vec::with_capacity(payload.len() + 4);
+        // An AD structure's length byte counts type and company id too; longer payloads cannot be
+        // one legacy AD structure, and the decoder will say so.
+        data.push(u8::try_from(payload.len() + 3).unwrap_or(u8::MAX));
+        data.push(0xFF);
+        data.extend_from_slice(&RUUVI_COMPANY_ID.to_le_bytes());
+        data.extend_from_slice(payload);
+        let advertisement =
+            Advertisement { address: Some(mac), data, rssi, received_at: now, receiver: self.receiver.clone() };
+        // Never wait here: btleplug queues events without bound, so a stalled loop grows memory.
+        let queued = self.ingress.try_send(advertisement).is_ok();
+        self.status.ruuvi_advert(mac, now, queued);
+        if self.status.state() == ScannerState::Recovering && self.powered {
+            self.status.set_state(ScannerState::Scanning, format!("scanning on {}", self.adapter_name));
+        }
+    }
+}

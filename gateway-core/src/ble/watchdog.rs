@@ -1,0 +1,137 @@
+//! When to step in on a scan that went quiet. Pure: time is passed in as milliseconds.
+//!
+//! BlueZ scans stop silently (another client stops discovery, bluetoothd restarts, the D-Bus
+//! connection dies, the controller hangs), and btleplug reports none of it. The only reliable
+//! signal is the data itself: while Ruuvi tags are known, an advertisement arrives every few
+//! seconds. When none has arrived for `stall_after`, the watchdog escalates one step at a time,
+//! giving each step another `stall_after` to bring data back:
+//!
+//! 1. restart the scan (stop, then start) — `scan_restarts` times;
+//! 2. drop the btleplug `Manager` and make a new one (a fresh D-Bus connection) — `manager_restarts` times;
+//! 3. give up with a fatal error, so that systemd (or the user) restarts the whole process.
+//!
+//! Any Ruuvi advertisement resets the ladder. Before the first one, nothing is "known" to be
+//! missing (no tags in range, or a new install), so the watchdog stays quiet.
+
+/// What the scanner should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Nothing,
+    RestartScan,
+    NewManager,
+    GiveUp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub stall_after_ms: i64,
+    pub scan_restarts: u32,
+    pub manager_restarts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    policy: Policy,
+    /// The last Ruuvi advertisement, or the last step taken, whichever is later.
+    quiet_since: Option<i64>,
+    steps_taken: u32,
+}
+
+impl Watchdog {
+    pub fn new(policy: Policy) -> Watchdog {
+        Watchdog { policy, quiet_since: None, steps_taken: 0 }
+    }
+
+    pub fn ruuvi_heard(&mut self, now_ms: i64) {
+        self.quiet_since = Some(now_ms);
+        self.steps_taken = 0;
+    }
+
+    /// Called periodically; returns the step to take, which then counts as taken.
+    pub fn check(&mut self, now_ms: i64) -> Action {
+        let Some(since) = self.quiet_since else { return Action::Nothing };
+        if now_ms - since < self.policy.stall_after_ms {
+            return Action::Nothing;
+        }
+        let step = self.steps_taken;
+        let action = if step < self.policy.scan_restarts {
+            Action::RestartScan
+        } else if step < self.policy.scan_restarts + self.policy.manager_restarts {
+            Action::NewManager
+        } else {
+            Action::GiveUp
+        };
+        self.steps_taken += 1;
+        self.quiet_since = Some(now_ms);
+        action
+    }
+
+    /// How long the scan has been without data, for the status report.
+    pub fn quiet_for_ms(&self, now_ms: i64) -> Option<i64> {
+        self.quiet_since.map(|since| now_ms - since)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    const POLICY: Policy = Policy { stall_after_ms: 60_000, scan_restarts: 2, manager_restarts: 1 };
+
+    /// Each step: (time, a Ruuvi advert heard at that time?, expected action of a check at that time).
+    fn run(steps: &[(i64, bool, Action)]) {
+        let mut dog = Watchdog::new(POLICY);
+        for (i, &(at, heard, expected)) in steps.iter().enumerate() {
+            if heard {
+                dog.ruuvi_heard(at);
+            }
+            assert_eq!(dog.check(at), expected, "step {i} at {at} ms");
+        }
+    }
+
+    #[test]
+    fn quiet_before_any_tag_was_heard() {
+        run(&[(0, false, Nothing), (600_000, false, Nothing), (6_000_000, false, Nothing)]);
+    }
+
+    #[test]
+    fn steady_data_never_triggers() {
+        run(&[(0, true, Nothing), (59_000, true, Nothing), (118_000, true, Nothing), (177_000, false, Nothing)]);
+    }
+
+    #[test]
+    fn escalates_one_step_per_quiet_period_then_gives_up() {
+        run(&[
+            (0, true, Nothing),
+            (59_999, false, Nothing),
+            (60_000, false, RestartScan),
+            (61_000, false, Nothing), // the restart gets its own quiet period
+            (120_000, false, RestartScan),
+            (180_000, false, NewManager),
+            (239_000, false, Nothing),
+            (240_000, false, GiveUp),
+        ]);
+    }
+
+    #[test]
+    fn data_after_a_step_resets_the_ladder() {
+        run(&[
+            (0, true, Nothing),
+            (60_000, false, RestartScan),
+            (120_000, false, RestartScan),
+            (130_000, true, Nothing), // the second restart worked
+            (190_000, false, RestartScan),
+            (250_000, false, RestartScan),
+            (310_000, false, NewManager),
+        ]);
+    }
+
+    #[test]
+    fn reports_how_long_it_has_been_quiet() {
+        let mut dog = Watchdog::new(POLICY);
+        assert_eq!(dog.quiet_for_ms(5), None);
+        dog.ruuvi_heard(1_000);
+        assert_eq!(dog.quiet_for_ms(4_000), Some(3_000));
+    }
+}
