@@ -229,3 +229,66 @@ async fn with_d_bus_gone_the_scanner_gives_up_and_the_process_exits_with_an_erro
     assert!(log.contains("restarting the scan"), "{log}");
     assert!(log.contains("exiting so that the service manager restarts Gatehouse"), "{log}");
 }
+
+#[tokio::test]
+async fn local_and_remote_receivers_give_the_same_readings_and_store_a_measurement_once() {
+    let Some(bluez) = FakeBluez::start() else { return };
+    bluez.add_adapter();
+    let daemon = start(&bluez, "");
+    wait_for_state(&daemon, "scanning").await;
+    let gateway = daemon.account("kitchen-gw", "receiver", &[]).await;
+    let post = async |sequence: u16, rssi: i16| {
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        // The Ruuvi Gateway sends the whole advertisement, flags included.
+        let data =
+            format!("0201061BFF9904{}", df5(22.0, sequence).iter().map(|b| format!("{b:02X}")).collect::<String>());
+        let body = serde_json::json!({"data": {"coordinates": "", "timestamp": ts, "nonce": 1, "gw_mac": "C8:25:2D:8E:9C:2C",
+            "tags": {TAG: {"rssi": rssi, "timestamp": ts, "data": data}}}});
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/ruuvi", daemon.runtime.ingest))
+            .basic_auth(&gateway.username, Some(&gateway.password))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    };
+
+    // One measurement heard locally and by the remote gateway.
+    assert!(bluez.advertise(TAG, RUUVI, &df5(22.0, 700), -50));
+    wait_for_reading(&daemon, 700).await;
+    post(700, -75).await;
+    // One only remotely, one only locally: same sensor values, so the same reading.
+    post(701, -75).await;
+    wait_for_reading(&daemon, 701).await;
+    assert!(bluez.advertise(TAG, RUUVI, &df5(22.0, 702), -50));
+    wait_for_reading(&daemon, 702).await;
+
+    let heard = daemon.get_json(&format!("/api/devices/{TAG_ID}/receivers")).await;
+    let receivers: Vec<(String, i64)> = heard["receivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["receiver"].as_str().unwrap().to_string(), r["rssi"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(receivers, [("ble:hci0".to_string(), -50), ("ruuvi:C8:25:2D:8E:9C:2C".to_string(), -75)], "{heard}");
+    assert_eq!(daemon.get_json("/api/health").await["pipeline"]["duplicates"], 1);
+
+    let rows = eventually(WAIT, async || {
+        let db = rusqlite::Connection::open(daemon.database()).ok()?;
+        let mut stmt = db
+            .prepare(
+                "SELECT sequence, temperature, humidity, pressure, accel_x, accel_y, accel_z, voltage, tx_power, \
+                 movement_counter FROM readings ORDER BY sequence",
+            )
+            .ok()?;
+        let rows: Vec<Vec<Option<f64>>> =
+            stmt.query_map([], |r| (0..10).map(|i| r.get(i)).collect()).ok()?.collect::<Result<_, _>>().ok()?;
+        (rows.len() == 3).then_some(rows)
+    })
+    .await
+    .expect("three measurements stored, the shared one once");
+    assert_eq!(rows.iter().map(|r| r[0]).collect::<Vec<_>>(), [Some(700.0), Some(701.0), Some(702.0)]);
+    assert_eq!(rows[1][1..], rows[2][1..], "remote (701) and local (702) decode to the same values");
+    assert_eq!(rows[0][1..], rows[2][1..]);
+}

@@ -22,7 +22,31 @@ pub struct Config {
     pub devices: DevicesConfig,
     pub pipeline: PipelineConfig,
     pub ble: BleConfig,
+    pub receivers: ReceiversConfig,
+    pub ruuvi_output: RuuviOutputConfig,
     pub simulator: SimulatorConfig,
+}
+
+/// Remote Ruuvi Gateways feeding us (MQTT needs no setting: they publish to the broker).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiversConfig {
+    /// LAN listener for `POST /ruuvi` (the Ruuvi Gateway's "custom HTTP server"); `"off"` disables it.
+    #[serde(deserialize_with = "optional_address")]
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// Publishing every tag in the Ruuvi Gateway's MQTT format, for RuuviBridge, Node-RED flows and
+/// other consumers written for the official gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuuviOutputConfig {
+    pub enabled: bool,
+    /// `ruuvi_raw`, `ruuvi_raw_and_decoded` or `ruuvi_decoded` (the gateway's `mqtt_data_format`).
+    pub mode: crate::ruuvi_gateway::OutputMode,
+    /// The MAC-style id in `ruuvi/<id>/<tag MAC>` and in `gw_mac`; empty: one generated at first
+    /// start and kept in the data directory.
+    pub gateway_id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +151,11 @@ pub struct PipelineConfig {
     /// The same (MAC, format, sequence) heard again within this window is a duplicate.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// When not empty, only these tags (MAC addresses) are processed; the rest are counted as
+    /// blocked. For gateways in shared buildings that should record only their own tags.
+    pub allow_tags: Vec<String>,
+    /// Tags (MAC addresses) never processed, counted as blocked (like blocking one in the API).
+    pub deny_tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +235,12 @@ impl Default for Config {
             devices: DevicesConfig::default(),
             pipeline: PipelineConfig::default(),
             ble: BleConfig::default(),
+            receivers: ReceiversConfig { http_listen: Some(([0, 0, 0, 0], 8081).into()) },
+            ruuvi_output: RuuviOutputConfig {
+                enabled: false,
+                mode: crate::ruuvi_gateway::OutputMode::Raw,
+                gateway_id: String::new(),
+            },
             simulator: SimulatorConfig::default(),
         }
     }
@@ -276,7 +311,19 @@ impl Default for DevicesConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { dedup_window: Duration::from_secs(60) }
+        PipelineConfig { dedup_window: Duration::from_secs(60), allow_tags: Vec::new(), deny_tags: Vec::new() }
+    }
+}
+
+impl Default for ReceiversConfig {
+    fn default() -> Self {
+        Config::default().receivers
+    }
+}
+
+impl Default for RuuviOutputConfig {
+    fn default() -> Self {
+        Config::default().ruuvi_output
     }
 }
 
@@ -416,6 +463,18 @@ impl Config {
         }
         if self.devices.pairing_max.is_zero() || self.devices.pairing_max > Duration::from_secs(30 * 60) {
             return invalid("devices.pairing_max", "must be between 1s and 30m (pairing windows are short on purpose)");
+        }
+        for (key, list) in
+            [("pipeline.allow_tags", &self.pipeline.allow_tags), ("pipeline.deny_tags", &self.pipeline.deny_tags)]
+        {
+            if let Some(bad) = list.iter().find(|mac| mac.parse::<crate::ruuvi::Mac>().is_err()) {
+                return invalid(key, &format!("`{bad}` is not a MAC address such as CB:B8:33:4C:88:4F"));
+            }
+        }
+        if !self.ruuvi_output.gateway_id.is_empty()
+            && self.ruuvi_output.gateway_id.parse::<crate::ruuvi::Mac>().is_err()
+        {
+            return invalid("ruuvi_output.gateway_id", "must be a MAC address such as C8:25:2D:8E:9C:2C, or empty");
         }
         if self.ble.watchdog < Duration::from_secs(1) {
             return invalid("ble.watchdog", "must be at least 1s (Ruuvi tags advertise about once a second)");

@@ -29,6 +29,7 @@ use crate::health::{Health, SimulatorInfo};
 use crate::lifecycle::{self, Lifecycle};
 use crate::pipeline::{self, Advertisement, PipelineStats, Processor};
 use crate::reading::now_ms;
+use crate::receivers;
 use crate::registry::{self, Registry};
 use crate::simulator;
 use crate::store::{self, Store, StoreStats, WriterHandle};
@@ -52,6 +53,8 @@ pub struct RuntimeInfo {
     /// Every MQTT listener (plain, TLS, WebSocket, secure WebSocket).
     pub mqtt_listeners: ListenerAddrs,
     pub http: SocketAddr,
+    /// The LAN listener for remote receivers' HTTP posts, when on.
+    pub ingest: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub started_at: i64,
 }
@@ -76,6 +79,25 @@ pub struct Gateway {
     writer: WriterHandle,
     /// Why a part of the gateway stopped it (the process should then exit with an error).
     fatal: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// Where the generated Ruuvi-output gateway id is kept, so it survives restarts.
+const RUUVI_GATEWAY_ID_FILE: &str = "ruuvi-gateway-id";
+
+/// The configured id, or the one generated at first start (a random, locally administered MAC).
+fn ruuvi_gateway_id(configured: &str, data_dir: &Path) -> anyhow::Result<String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_ascii_uppercase());
+    }
+    let path = data_dir.join(RUUVI_GATEWAY_ID_FILE);
+    if let Some(id) = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<crate::ruuvi::Mac>().ok()) {
+        return Ok(id.to_string());
+    }
+    let mut bytes: [u8; 6] = rand::random();
+    bytes[0] = (bytes[0] | 0x02) & 0xFE; // locally administered, unicast
+    let id = crate::ruuvi::Mac(bytes).to_string();
+    std::fs::write(&path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 impl Gateway {
@@ -111,6 +133,7 @@ impl Gateway {
         let alert_events = bus.subscribe_reliable("alert-rules", 4096, alerts::wants);
         let config_events = bus.subscribe_reliable("device-config", 256, device_config::wants);
         let registry_events = bus.subscribe("registry");
+        let receiver_events = bus.subscribe_reliable("receivers", 1024, receivers::wants);
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
         let lifecycle = Lifecycle::start(
@@ -167,13 +190,53 @@ impl Gateway {
             import_stats.clone(),
             shutdown.clone(),
         ));
+        let heard = Arc::new(receivers::HeardBy::default());
         let processor = Processor::new(
             config.pipeline.dedup_window.as_millis() as i64,
             pipeline_stats.clone(),
             tag_settings.clone(),
+            heard.clone(),
+        )
+        .with_tag_lists(
+            config.pipeline.allow_tags.iter().filter_map(|m| m.parse().ok()),
+            config.pipeline.deny_tags.iter().filter_map(|m| m.parse().ok()),
         );
         let (ingress, ingress_rx) = mpsc::channel(INGRESS_CAPACITY);
         tasks.spawn(pipeline::run(ingress_rx, bus.clone(), processor, shutdown.clone()));
+        let ingest_stats = Arc::new(receivers::IngestStats::default());
+        tasks.spawn(receivers::run(
+            receiver_events,
+            ingress.clone(),
+            heard.clone(),
+            ingest_stats.clone(),
+            shutdown.clone(),
+        ));
+        let ingest_addr = match config.receivers.http_listen {
+            Some(listen) => {
+                let listener = TcpListener::bind(listen).await.with_context(|| {
+                    format!(
+                        "cannot listen for remote receivers on {listen}; is it in use? Pick another address with \
+                         --ingest, or --ingest off"
+                    )
+                })?;
+                let addr = listener.local_addr()?;
+                let app = receivers::ingest_router(receivers::IngestState {
+                    directory: directory.clone(),
+                    ingress: ingress.clone(),
+                    heard: heard.clone(),
+                    stats: ingest_stats.clone(),
+                });
+                let stop = shutdown.clone();
+                tasks.spawn(async move {
+                    let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "receiver ingest server failed");
+                    }
+                });
+                Some(addr)
+            }
+            None => None,
+        };
 
         let simulator = if config.simulator.tags > 0 {
             let seed = simulator::effective_seed(&config.simulator);
@@ -213,17 +276,26 @@ impl Gateway {
             simulator,
             lifecycle: lifecycle.stats.clone(),
             homeassistant_import: import_stats,
+            receivers: ingest_stats,
             tasks: task_service.stats.clone(),
             alerts: alert_service.stats.clone(),
             device_config: configs.stats.clone(),
         };
 
+        let ruuvi_output = if config.ruuvi_output.enabled {
+            let gateway_id = ruuvi_gateway_id(&config.ruuvi_output.gateway_id, &data_dir)?;
+            tracing::info!(topic = %format!("ruuvi/{gateway_id}/<tag MAC>"), mode = ?config.ruuvi_output.mode, "publishing readings in the Ruuvi Gateway format");
+            Some(broker::RuuviOutput { mode: config.ruuvi_output.mode, gateway_id })
+        } else {
+            None
+        };
         tasks.spawn(broker::run_gateway_link(
             mqtt.links.clone(),
             config.site.clone(),
             publisher_events,
             health.clone(),
             config.mqtt.health_interval,
+            ruuvi_output,
             shutdown.clone(),
         ));
 
@@ -251,6 +323,7 @@ impl Gateway {
             tasks: task_service,
             alerts: alert_service,
             configs,
+            heard,
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -267,6 +340,7 @@ impl Gateway {
             mqtt: mqtt.addrs.tcp,
             mqtt_listeners: mqtt.addrs,
             http: http_addr,
+            ingest: ingest_addr,
             data_dir: data_dir.clone(),
             started_at: now_ms(),
         };

@@ -30,6 +30,7 @@ pub struct Health {
     pub simulator: Option<SimulatorInfo>,
     pub lifecycle: Arc<LifecycleStats>,
     pub homeassistant_import: Arc<crate::ha_import::ImportStats>,
+    pub receivers: Arc<crate::receivers::IngestStats>,
     pub tasks: Arc<crate::tasks::TaskStats>,
     pub alerts: Arc<crate::alerts::AlertStats>,
     pub device_config: Arc<crate::device_config::ConfigStats>,
@@ -73,6 +74,8 @@ pub struct HealthReport {
     pub lifecycle: LifecycleReport,
     /// Home Assistant discovery import: configs seen and rejected, state messages and unreadable ones.
     pub homeassistant_import: serde_json::Value,
+    /// Remote receivers: HTTP posts and MQTT messages accepted and refused.
+    pub receivers: serde_json::Value,
     /// Tasks created, sent, re-sent, finished by outcome, retried; responses ignored or malformed.
     pub tasks: serde_json::Value,
     /// Alerts raised, cleared and acknowledged by the gateway's rules and people.
@@ -126,6 +129,7 @@ impl Health {
                 }
             },
             homeassistant_import: serde_json::to_value(&*self.homeassistant_import).unwrap_or_default(),
+            receivers: serde_json::to_value(&*self.receivers).unwrap_or_default(),
             tasks: serde_json::to_value(&*self.tasks).unwrap_or_default(),
             alerts: serde_json::to_value(&*self.alerts).unwrap_or_default(),
             device_config: serde_json::to_value(&*self.device_config).unwrap_or_default(),

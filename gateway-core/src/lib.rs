@@ -20,6 +20,7 @@ pub mod memory;
 pub mod motion;
 pub mod pipeline;
 pub mod reading;
+pub mod receivers;
 pub mod registry;
 pub mod ruuvi;
 pub mod ruuvi_gateway;

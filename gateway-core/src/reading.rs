@@ -1,7 +1,11 @@
 //! What flows from the pipeline to every consumer: one decoded measurement of one device, with
 //! where and when it was received. Also the device id scheme.
 
+use std::sync::Arc;
+
 use serde::Serialize;
+
+use crate::motion::MotionState;
 
 use crate::ruuvi::{Mac, Measurement};
 
@@ -13,10 +17,16 @@ pub struct Reading {
     pub device_id: String,
     pub mac: String,
     pub rssi: Option<i16>,
-    /// Which receiver heard it: `simulator`, `ble:<adapter>`, or a remote gateway's id.
+    /// Which receiver heard it first: `simulator`, `ble:<adapter>`, or `ruuvi:<gateway MAC>`.
     pub receiver: String,
     #[serde(flatten)]
     pub measurement: Measurement,
+    /// `stationary`, `moved` or `moving`, for tags that report acceleration or movements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion: Option<MotionState>,
+    /// The advertisement's AD structures as received (for the Ruuvi-compatible output).
+    #[serde(skip)]
+    pub raw: Arc<[u8]>,
 }
 
 /// `ruuvi-cbb8334c884f` for the tag with MAC CB:B8:33:4C:88:4F.

@@ -203,6 +203,11 @@ pub fn parse_mqtt(topic: &str, payload: &[u8]) -> Result<MqttMessage, IngestErro
 
 /// An advertisement for the ingest pipeline. Remote gateways without timestamps give no time, so
 /// `now_ms` (our reception) stands in.
+/// Receiver timestamps older than this (a day) or further ahead than a minute are replaced by
+/// the arrival time.
+pub const MAX_TIMESTAMP_AGE_MS: i64 = 86_400_000;
+pub const MAX_TIMESTAMP_AHEAD_MS: i64 = 60_000;
+
 pub fn to_advertisement(
     tag: Mac,
     rssi: Option<i16>,
@@ -211,7 +216,10 @@ pub fn to_advertisement(
     receiver: Arc<str>,
     now_ms: i64,
 ) -> Advertisement {
-    let received_at = timestamp_s.and_then(|s| s.checked_mul(1000)).unwrap_or(now_ms);
+    // A receiver whose clock is unset (or far off) must not scatter a tag's history.
+    let plausible = now_ms - MAX_TIMESTAMP_AGE_MS..=now_ms + MAX_TIMESTAMP_AHEAD_MS;
+    let received_at =
+        timestamp_s.and_then(|s| s.checked_mul(1000)).filter(|ms| plausible.contains(ms)).unwrap_or(now_ms);
     Advertisement { address: Some(tag), data, rssi, received_at, receiver }
 }
 
@@ -875,9 +883,17 @@ mod tests {
     fn builds_pipeline_advertisements() {
         let receiver: Arc<str> = Arc::from("gw:C8252D8E9C2C");
         let tag = mac("E3:75:CF:37:4E:23");
-        let cases = [(Some(1_653_633_986), 1_653_633_986_000), (None, 42), (Some(i64::MAX), 42)];
+        let now = 1_653_634_000_000;
+        let cases = [
+            (Some(1_653_633_986), 1_653_633_986_000),
+            (None, now),
+            (Some(i64::MAX), now),
+            (Some(0), now),                     // clock never set
+            (Some(1_653_634_000 + 3_600), now), // an hour ahead
+            (Some(1_653_634_000 - 86_000), 1_653_634_000_000 - 86_000_000),
+        ];
         for (timestamp_s, expected_ms) in cases {
-            let ad = to_advertisement(tag, Some(-5), timestamp_s, vec![1], receiver.clone(), 42);
+            let ad = to_advertisement(tag, Some(-5), timestamp_s, vec![1], receiver.clone(), now);
             assert_eq!((ad.address, ad.received_at, ad.rssi, ad.data), (Some(tag), expected_ms, Some(-5), vec![1]));
         }
     }

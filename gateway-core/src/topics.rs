@@ -7,6 +7,10 @@ pub const DEVICE_PUBLISHES: &[&str] = &["telemetry", "status", "alert", "command
 pub const DEVICE_SUBSCRIBES: &[&str] = &["commands", "config", "credentials"];
 
 /// Top-level topic namespaces whose second level is the site (tenant).
+/// What remote Ruuvi Gateways publish: `ruuvi/<gw MAC>/<tag MAC>` and `ruuvi/<gw MAC>/gw_status`
+/// (the Ruuvi Gateway's default prefix). Also where the Ruuvi-compatible output goes.
+pub const RUUVI_GATEWAY_TOPICS: &str = "ruuvi/+/+";
+
 pub const SITE_SCOPED_ROOTS: &[&str] = &["devices", "gatehouse", "provisioning"];
 
 /// `devices/{site}/{device_id}/{leaf}`.

@@ -37,6 +37,8 @@ pub struct Runtime {
     pub mqtt_ws: std::net::SocketAddr,
     pub mqtt_wss: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
+    /// The remote receivers' HTTP ingest listener.
+    pub ingest: std::net::SocketAddr,
 }
 
 /// MQTT credentials created through the API.
@@ -91,7 +93,14 @@ impl Daemon {
         let unbound: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
         let mut daemon = Daemon {
             child: None,
-            runtime: Runtime { mqtt: unbound, mqtt_tls: unbound, mqtt_ws: unbound, mqtt_wss: unbound, http: unbound },
+            runtime: Runtime {
+                mqtt: unbound,
+                mqtt_tls: unbound,
+                mqtt_ws: unbound,
+                mqtt_wss: unbound,
+                http: unbound,
+                ingest: unbound,
+            },
             log_path: PathBuf::new(),
             data_dir: temp.path().to_path_buf(),
             args,
@@ -127,13 +136,26 @@ impl Daemon {
 
     fn listen_args(&self) -> Vec<String> {
         let any = "127.0.0.1:0".to_string();
-        let [mqtt, tls, ws, wss, http] = match &self.fixed {
-            Some(r) => [r.mqtt, r.mqtt_tls, r.mqtt_ws, r.mqtt_wss, r.http].map(|a| a.to_string()),
-            None => [(); 5].map(|_| any.clone()),
+        let [mqtt, tls, ws, wss, http, ingest] = match &self.fixed {
+            Some(r) => [r.mqtt, r.mqtt_tls, r.mqtt_ws, r.mqtt_wss, r.http, r.ingest].map(|a| a.to_string()),
+            None => [(); 6].map(|_| any.clone()),
         };
-        ["--mqtt", &mqtt, "--mqtt-tls", &tls, "--mqtt-ws", &ws, "--mqtt-wss", &wss, "--http", &http]
-            .map(String::from)
-            .to_vec()
+        [
+            "--mqtt",
+            &mqtt,
+            "--mqtt-tls",
+            &tls,
+            "--mqtt-ws",
+            &ws,
+            "--mqtt-wss",
+            &wss,
+            "--http",
+            &http,
+            "--ingest",
+            &ingest,
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     fn wait_for_runtime(&mut self, path: &Path) -> Runtime {
@@ -143,14 +165,15 @@ impl Daemon {
                 if let Ok(json) = serde_json::from_str::<Value>(&text) {
                     let addr = |value: &Value| value.as_str().and_then(|s| s.parse().ok());
                     let listeners = &json["mqttListeners"];
-                    if let (Some(mqtt), Some(mqtt_tls), Some(mqtt_ws), Some(mqtt_wss), Some(http)) = (
+                    if let (Some(mqtt), Some(mqtt_tls), Some(mqtt_ws), Some(mqtt_wss), Some(http), Some(ingest)) = (
                         addr(&listeners["tcp"]),
                         addr(&listeners["tls"]),
                         addr(&listeners["ws"]),
                         addr(&listeners["wss"]),
                         addr(&json["http"]),
+                        addr(&json["ingest"]),
                     ) {
-                        return Runtime { mqtt, mqtt_tls, mqtt_ws, mqtt_wss, http };
+                        return Runtime { mqtt, mqtt_tls, mqtt_ws, mqtt_wss, http, ingest };
                     }
                 }
             }

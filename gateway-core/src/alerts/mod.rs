@@ -191,6 +191,10 @@ pub async fn run(
                     // Only serialized when some rule watches the device.
                     let mut values: Option<Value> = None;
                     engine.reading(&device, |field| {
+                        if field == "motion" {
+                            // 0 stationary, 1 moved (recently), 2 moving: "above 0.5" means "it moved".
+                            return reading.motion.map(|m| f64::from(m.level()));
+                        }
                         let values = values.get_or_insert_with(|| serde_json::to_value(&reading.measurement).unwrap_or_default());
                         values.get(field).and_then(Value::as_f64)
                     }).await;

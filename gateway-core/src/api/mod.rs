@@ -9,6 +9,7 @@ mod error;
 mod lifecycle;
 mod live;
 mod params;
+mod receivers;
 mod tags;
 mod tasks;
 
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub tasks: crate::tasks::Tasks,
     pub alerts: crate::alerts::Alerts,
     pub configs: crate::device_config::Configs,
+    /// Which receiver hears which tag (local adapter, simulator, remote Ruuvi Gateways).
+    pub heard: std::sync::Arc<crate::receivers::HeardBy>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -83,6 +86,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/alert-rules", get(alerts::rules).post(alerts::create_rule))
         .route("/api/alert-rules/{id}", axum::routing::put(alerts::update_rule).delete(alerts::delete_rule))
         .route("/api/devices/{id}/readings", get(devices::readings))
+        .route("/api/devices/{id}/receivers", get(receivers::for_device))
+        .route("/api/receivers", get(receivers::list))
         .route("/api/live", get(live::upgrade))
         .route("/api/broker/clients", get(broker::clients))
         .route("/api/broker/ca.pem", get(broker::ca_certificate))

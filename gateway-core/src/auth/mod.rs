@@ -22,9 +22,12 @@ pub enum Role {
     Device,
     /// A factory-fresh device registering itself: only its own provisioning topics.
     Provisioning,
-    /// An integration (Home Assistant, Node-RED, a Ruuvi Gateway): reads telemetry and status,
+    /// An integration (Home Assistant, Node-RED): reads telemetry and status,
     /// reads and writes discovery topics, plus configured extra rules.
     Service,
+    /// A remote Ruuvi Gateway (or BLE proxy) feeding advertisements: publishes
+    /// `ruuvi/<gw MAC>/<tag MAC>` and `…/gw_status`, may post to the HTTP ingest, reads nothing.
+    Receiver,
 }
 
 impl Role {
@@ -33,6 +36,7 @@ impl Role {
             Role::Device => "device",
             Role::Provisioning => "provisioning",
             Role::Service => "service",
+            Role::Receiver => "receiver",
         }
     }
 
@@ -41,6 +45,7 @@ impl Role {
             "device" => Some(Role::Device),
             "provisioning" => Some(Role::Provisioning),
             "service" => Some(Role::Service),
+            "receiver" => Some(Role::Receiver),
             _ => None,
         }
     }
@@ -95,6 +100,7 @@ impl Identity {
                 Rule::new(format!("gatehouse/{site}/#"), Access::Read),
                 Rule::new("homeassistant/#", Access::ReadWrite),
             ],
+            Role::Receiver => vec![Rule::new(topics::RUUVI_GATEWAY_TOPICS, Access::Write)],
         };
         if self.role == Role::Service {
             rules.extend(self.rules.iter().cloned());
@@ -107,7 +113,7 @@ impl Identity {
         match self.role {
             Role::Device => client_id == self.username,
             Role::Provisioning => valid_device_id(client_id),
-            Role::Service => true,
+            Role::Service | Role::Receiver => true,
         }
     }
 }

@@ -358,9 +358,12 @@ impl Session {
     fn forward(&mut self, mac: Mac, payload: &[u8], rssi: Option<i16>, watchdog: &mut Watchdog) {
         let now = now_ms();
         watchdog.ruuvi_heard(now);
-        let mut data = Vec::with_capacity(payload.len() + 4);
-        // An AD structure's length byte counts type and company id too; longer payloads cannot be
-        // one legacy AD structure, and the decoder will say so.
+        let mut data = Vec::with_capacity(payload.len() + 7);
+        // BlueZ hands over the parsed fields only. Rebuild the advertisement as a RuuviTag sends
+        // it (flags, then manufacturer data) so that consumers of the Ruuvi-compatible output that
+        // expect the gateway's byte layout work unchanged. The length byte counts type and company
+        // id too; a payload too long for one legacy AD structure is left for the decoder to refuse.
+        data.extend_from_slice(&[0x02, 0x01, 0x06]);
         data.push(u8::try_from(payload.len() + 3).unwrap_or(u8::MAX));
         data.push(0xFF);
         data.extend_from_slice(&RUUVI_COMPANY_ID.to_le_bytes());

@@ -233,8 +233,9 @@ pub(super) async fn serve<S>(
         ctx: &ctx,
         acl: auth.acl,
         info: info.clone(),
-        // Devices and provisioning clients talk to the gateway itself: their publishes go on the bus.
-        to_gateway: matches!(auth.identity.role, Role::Device | Role::Provisioning),
+        // Devices, provisioning clients and remote receivers talk to the gateway itself: their
+        // publishes go on the bus.
+        to_gateway: matches!(auth.identity.role, Role::Device | Role::Provisioning | Role::Receiver),
         telemetry_topic: (auth.identity.role == Role::Device)
             .then(|| crate::topics::device_topic(&auth.identity.site, &auth.identity.username, "telemetry")),
         client: session.stats.clone(),

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::LinkFactory;
 use crate::bus::{Event, Subscription};
 use crate::health::Health;
+use crate::reading::Reading;
+use crate::ruuvi_gateway;
 use crate::topics;
 
 pub const GATEWAY_CLIENT_ID: &str = "gatehouse-gateway";
@@ -37,6 +39,7 @@ pub async fn run_gateway_link(
     mut events: Subscription,
     health: Health,
     health_interval: Duration,
+    ruuvi_output: Option<RuuviOutput>,
     shutdown: CancellationToken,
 ) {
     let (mut tx, rx) = match tokio::task::spawn_blocking(move || links(GATEWAY_CLIENT_ID, true)).await {
@@ -48,6 +51,9 @@ pub async fn run_gateway_link(
     };
     let drain = tokio::spawn(drain(rx));
     publish_retained(&mut tx, topics::gateway_status(&site), topics::ONLINE).await;
+    if let Some(output) = &ruuvi_output {
+        publish_retained(&mut tx, output.status_topic(), ruuvi_gateway::gw_status_payload(true)).await;
+    }
     let mut health_timer = tokio::time::interval(health_interval);
     health_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_count = 0u64;
@@ -69,6 +75,7 @@ pub async fn run_gateway_link(
                     "dropped": report.bus.lagged + report.mqtt.broker.dropped_for_slow_subscribers,
                     "devicesOnline": report.devices_online,
                     "readingsStored": report.store.writer.rows_written,
+                    "bluetooth": report.bluetooth,
                     "ts": crate::reading::now_ms(),
                 });
                 last_count = count;
@@ -90,6 +97,12 @@ pub async fn run_gateway_link(
                 };
                 if tx.publish(topics::telemetry(&site, &reading.device_id), payload).is_err() {
                     break;
+                }
+                if let Some(output) = &ruuvi_output {
+                    let (topic, payload) = output.message(&reading);
+                    if tx.publish(topic, payload).is_err() {
+                        break;
+                    }
                 }
             }
             Some(Event::Availability(availability)) => {
@@ -117,8 +130,43 @@ pub async fn run_gateway_link(
             None => break,
         }
     }
+    if let Some(output) = &ruuvi_output {
+        publish_retained(&mut tx, output.status_topic(), ruuvi_gateway::gw_status_payload(false)).await;
+    }
     publish_retained(&mut tx, topics::gateway_status(&site), topics::OFFLINE).await;
     drain.abort();
+}
+
+/// Every reading again in the official Ruuvi Gateway's MQTT format, on
+/// `ruuvi/<gateway id>/<tag MAC>` (QoS 0, not retained, like the gateway), with a retained
+/// `gw_status`. The embedded broker dies with the gateway, so no will is needed: subscribers see
+/// their own connection drop.
+#[derive(Debug, Clone)]
+pub struct RuuviOutput {
+    pub mode: ruuvi_gateway::OutputMode,
+    /// Upper-case MAC-style id, as in `gw_mac`.
+    pub gateway_id: String,
+}
+
+impl RuuviOutput {
+    fn status_topic(&self) -> String {
+        format!("ruuvi/{}/gw_status", self.gateway_id)
+    }
+
+    fn message(&self, reading: &Reading) -> (String, String) {
+        let now_s = crate::reading::now_ms() / 1000;
+        let payload = ruuvi_gateway::encode_mqtt_advert(
+            self.mode,
+            &self.gateway_id,
+            reading.rssi,
+            now_s,
+            reading.ts / 1000,
+            &reading.raw,
+            Some(&reading.measurement),
+            "",
+        );
+        (format!("ruuvi/{}/{}", self.gateway_id, reading.mac), payload)
+    }
 }
 
 async fn publish_retained(tx: &mut LinkTx, topic: String, payload: &str) {

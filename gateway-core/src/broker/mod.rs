@@ -14,7 +14,7 @@ mod sessions;
 pub mod tls;
 
 pub use codec::{Codec, SniffError};
-pub use gateway_link::{run_gateway_link, wants as gateway_link_wants};
+pub use gateway_link::{run_gateway_link, wants as gateway_link_wants, RuuviOutput};
 pub use limits::{FlapPolicy, TokenBucket};
 pub use sessions::{ClientView, Sessions};
 

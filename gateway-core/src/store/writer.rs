@@ -425,6 +425,8 @@ mod tests {
             mac: "C1:02:03:04:05:06".into(),
             rssi: Some(-70),
             receiver: "test".into(),
+            motion: None,
+            raw: Arc::from(&[][..]),
             measurement: Measurement {
                 data_format: 5,
                 temperature: Field::Value(temperature),

@@ -21,7 +21,7 @@ enum AccountsCommand {
     /// Create an identity and print its password (shown once).
     Create {
         name: String,
-        /// service, device or provisioning.
+        /// service, receiver (a remote Ruuvi Gateway), device or provisioning.
         #[arg(long, default_value = "service")]
         role: String,
         /// Extra rule for a service account, FILTER=ACCESS (read, write or readwrite); repeatable.

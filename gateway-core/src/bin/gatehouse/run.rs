@@ -29,6 +29,9 @@ pub struct RunArgs {
     /// MQTT over secure WebSocket listener, or "off" (default 0.0.0.0:9443).
     #[arg(long, value_name = "ADDR|off", value_parser = parse_listener)]
     mqtt_wss: Option<Listener>,
+    /// LAN listener for remote Ruuvi Gateways' HTTP posts (default 0.0.0.0:8081), or `off`.
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_listener)]
+    ingest: Option<Listener>,
     /// HTTP API address; port 0 picks a free port (default 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
@@ -70,6 +73,9 @@ impl RunArgs {
         }
         if let Some(Listener(addr)) = self.mqtt_wss {
             config.mqtt.wss_listen = addr;
+        }
+        if let Some(Listener(addr)) = self.ingest {
+            config.receivers.http_listen = addr;
         }
         if let Some(addr) = self.http {
             config.http.listen = addr;

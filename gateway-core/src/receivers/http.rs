@@ -1,0 +1,125 @@
+//! The HTTP ingest listener for remote Ruuvi Gateways: `POST /ruuvi` in the gateway's "custom
+//! server" format. It is a separate listener from the local API because it must face the LAN
+//! (the API binds to localhost), and it offers nothing but this one authenticated route.
+//!
+//! Authentication: a `receiver` account, as HTTP Basic (the Ruuvi Gateway's "basic" option) or as
+//! `Authorization: Bearer <account>:<secret>` (its "bearer" option). Wrong or missing credentials
+//! get 401 and are counted; credentials are never logged.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{receiver_name, HeardBy, IngestStats};
+use crate::auth::{Directory, Role};
+use crate::pipeline::Advertisement;
+use crate::reading::now_ms;
+use crate::ruuvi_gateway::{self, IngestError};
+
+/// A Ruuvi Gateway posts at most a few hundred tags of ~100 bytes each.
+const MAX_BODY: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct IngestState {
+    pub directory: Arc<Directory>,
+    pub ingress: mpsc::Sender<Advertisement>,
+    pub heard: Arc<HeardBy>,
+    pub stats: Arc<IngestStats>,
+}
+
+pub fn router(state: IngestState) -> Router {
+    Router::new().route("/ruuvi", post(ingest)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+}
+
+/// (account, secret) from Basic or Bearer `account:secret`.
+fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    let pair = match scheme.to_ascii_lowercase().as_str() {
+        "basic" => String::from_utf8(base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?).ok()?,
+        "bearer" => rest.trim().to_string(),
+        _ => return None,
+    };
+    let (account, secret) = pair.split_once(':')?;
+    Some((account.to_string(), secret.to_string()))
+}
+
+async fn ingest(State(state): State<IngestState>, headers: HeaderMap, body: Bytes) -> Response {
+    let stats = &state.stats;
+    stats.http_posts.fetch_add(1, Ordering::Relaxed);
+    let unauthorized = |message: &str| {
+        stats.http_unauthorized.fetch_add(1, Ordering::Relaxed);
+        let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"gatehouse\"".parse().unwrap());
+        response
+    };
+    let Some((account, secret)) = credentials(&headers) else {
+        return unauthorized(
+            "send the credentials of a receiver account (gatehouse accounts create NAME --role receiver) as HTTP \
+             Basic or as 'Bearer NAME:SECRET'",
+        );
+    };
+    let identity = match state.directory.authenticate(Some(&account), Some(&secret), "ruuvi-http-ingest").await {
+        Ok(authenticated) => authenticated.identity,
+        Err(_) => {
+            tracing::info!(account, "HTTP ingest refused: bad credentials");
+            return unauthorized("unknown account or wrong secret");
+        }
+    };
+    if identity.role != Role::Receiver {
+        stats.http_unauthorized.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::FORBIDDEN,
+            "not_a_receiver",
+            format!("account {account} has role {}; only receiver accounts may post readings", identity.role.as_str()),
+        );
+    }
+    let batch = match ruuvi_gateway::parse_http_post(&body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            stats.http_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(account, "HTTP ingest refused: {e}");
+            let status = if matches!(e, IngestError::TooManyTags { .. }) {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return error(status, "bad_payload", e.to_string());
+        }
+    };
+    let receiver = receiver_name(&batch.gw_mac);
+    let now = now_ms();
+    state.heard.contact(&receiver, &account, "http", Some(true), now);
+    let accepted = batch.tags.len();
+    for tag in batch.tags {
+        let advertisement =
+            ruuvi_gateway::to_advertisement(tag.tag, tag.rssi, tag.timestamp_s, tag.data, receiver.clone(), now);
+        if state.ingress.send(advertisement).await.is_err() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the gateway is shutting down; retry later",
+            );
+        }
+    }
+    stats.advertisements.fetch_add(accepted as u64, Ordering::Relaxed);
+    stats.entries_rejected.fetch_add(batch.rejected.len() as u64, Ordering::Relaxed);
+    if !batch.rejected.is_empty() {
+        tracing::warn!(account, rejected = batch.rejected.len(), first = ?batch.rejected.first(), "HTTP ingest: some tag entries refused");
+    }
+    let rejected: Vec<_> = batch.rejected.iter().map(|(tag, reason)| json!({"tag": tag, "reason": reason})).collect();
+    (StatusCode::OK, Json(json!({"accepted": accepted, "rejected": rejected}))).into_response()
+}
