@@ -12,6 +12,7 @@ run:
 
 test:
 	./scripts/setup.sh test
+	cd ui && npm test --silent
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

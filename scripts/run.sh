@@ -5,17 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-target}/release/gatehouse"
 
-args=()
+args=(--ui-dir ui/dist)
 if ls /sys/class/bluetooth/hci* >/dev/null 2>&1; then
-  echo "Bluetooth adapter found, but this version has no Bluetooth scanner yet: simulating 5 Ruuvi tags."
+  echo "Bluetooth adapter found: scanning for Ruuvi tags (status: /api/health, 'bluetooth')."
 else
   echo "No Bluetooth adapter found: simulating 5 Ruuvi tags."
+  args+=(--simulate 5 --no-ble)
 fi
-args+=(--simulate 5 --no-ble)
 
 cat <<INFO
 
   Gatehouse is starting. Where to look:
+    Web UI        http://127.0.0.1:8080/
     HTTP API      http://127.0.0.1:8080/api/health   and   /api/devices
     Live stream   ws://127.0.0.1:8080/api/live
     MQTT broker   127.0.0.1:1883   e.g.  mosquitto_sub -h 127.0.0.1 -t 'devices/#' -v

@@ -7,7 +7,11 @@ purpose="${1:-run}"
 
 # System packages per purpose (Debian 12 / Ubuntu / Raspberry Pi OS names).
 run_packages=(build-essential pkg-config ca-certificates curl)
-test_packages=("${run_packages[@]}" mosquitto mosquitto-clients python3-paho-mqtt python3-dbusmock dbus-daemon)
+# Node.js builds the web UI (Debian 12 ships Node 18, which the UI's toolchain supports).
+command -v npm >/dev/null 2>&1 || run_packages+=(nodejs npm)
+# mosquitto: broker comparison tests; python3-dbusmock + dbus-daemon: the fake BlueZ for the
+# Bluetooth tests; chromium: the web UI tests (driven by playwright-core, no browser download).
+test_packages=("${run_packages[@]}" mosquitto mosquitto-clients python3-paho-mqtt python3-dbusmock dbus-daemon chromium)
 
 case "$purpose" in
   run) wanted=("${run_packages[@]}") ;;
@@ -51,4 +55,15 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
   echo "Rust was installed: run 'source ~/.cargo/env' (or open a new shell) and repeat the command." >&2
   exit 1
+fi
+
+# The web UI: install its npm packages when the lock file changed, rebuild when a source changed.
+ui_dir="$(dirname "$0")/../ui"
+if [ ! -d "$ui_dir/node_modules" ] || [ "$ui_dir/package-lock.json" -nt "$ui_dir/node_modules/.package-lock.json" ]; then
+  say "installing the web UI's npm packages"
+  (cd "$ui_dir" && npm ci --no-audit --no-fund)
+fi
+if [ ! -f "$ui_dir/dist/index.html" ] || [ -n "$(find "$ui_dir/src" "$ui_dir/index.html" "$ui_dir/vite.config.ts" "$ui_dir/package-lock.json" -newer "$ui_dir/dist/index.html" 2>/dev/null | head -1)" ]; then
+  say "building the web UI"
+  (cd "$ui_dir" && npm run build --silent)
 fi

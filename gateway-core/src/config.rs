@@ -116,6 +116,9 @@ pub struct MqttConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The built web UI (`ui/dist`). Empty: next to the binary in a source tree
+    /// (`../../ui/dist`), then `../share/gatehouse/ui`, then `/usr/share/gatehouse/ui`.
+    pub ui_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,7 +288,7 @@ impl Default for MqttConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: ([127, 0, 0, 1], 8080).into() }
+        HttpConfig { listen: ([127, 0, 0, 1], 8080).into(), ui_dir: None }
     }
 }
 

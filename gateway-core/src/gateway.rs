@@ -306,6 +306,11 @@ impl Gateway {
             )
         })?;
         let http_addr = http_listener.local_addr()?;
+        let ui_dir = api::locate_ui(config.http.ui_dir.as_deref());
+        match &ui_dir {
+            Some(dir) => tracing::info!(dir = %dir.display(), "serving the web UI"),
+            None => tracing::warn!("the web UI is not built (ui/dist); build it with `make run`, or pass --ui-dir"),
+        }
         let app = api::router(ApiState {
             store: store.clone(),
             registry,
@@ -324,6 +329,7 @@ impl Gateway {
             alerts: alert_service,
             configs,
             heard,
+            ui_dir: ui_dir.clone(),
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

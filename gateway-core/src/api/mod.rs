@@ -12,10 +12,13 @@ mod params;
 mod receivers;
 mod tags;
 mod tasks;
+mod ui;
+
+pub use ui::locate as locate_ui;
 
 pub use error::ApiError;
 
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -50,11 +53,12 @@ pub struct ApiState {
     pub configs: crate::device_config::Configs,
     /// Which receiver hears which tag (local adapter, simulator, remote Ruuvi Gateways).
     pub heard: std::sync::Arc<crate::receivers::HeardBy>,
+    /// The built web UI, when there is one.
+    pub ui_dir: Option<std::path::PathBuf>,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/api/health", get(health))
         .route("/api/devices", get(devices::list))
         .route("/api/devices/register", axum::routing::post(lifecycle::register))
@@ -97,7 +101,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/broker/accounts/{name}/enable", axum::routing::post(broker::enable_account))
         .route("/api/broker/accounts/{name}/certificate", axum::routing::post(broker::issue_certificate))
         .route("/api/broker/accounts/{name}/disable", axum::routing::post(broker::disable_account))
-        .fallback(not_found)
+        .fallback(fallback)
         .with_state(state)
 }
 
@@ -105,12 +109,16 @@ async fn health(axum::extract::State(state): axum::extract::State<ApiState>) -> 
     Json(state.health.report())
 }
 
-async fn index() -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        "Gatehouse is running.\n\nAPI: GET /api/health, /api/devices, /api/devices/{id}, \
-         /api/devices/{id}/readings?from=-24h&bucket=5m, WebSocket /api/live\n",
-    )
+/// `/api/…` paths no route matched get a JSON 404; everything else is the web UI.
+async fn fallback(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    request: axum::http::Request<axum::body::Body>,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    if path == "/api" || path.starts_with("/api/") {
+        return not_found(request.uri().clone()).await.into_response();
+    }
+    ui::serve(state.ui_dir.clone(), request).await
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// HTTP API address; port 0 picks a free port (default 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Directory of the built web UI (default: found next to the binary, see docs/configuration.md).
+    #[arg(long, value_name = "DIR")]
+    ui_dir: Option<std::path::PathBuf>,
     /// Simulate N Ruuvi tags (every fifth one a Ruuvi Air).
     #[arg(long, value_name = "N")]
     simulate: Option<usize>,
@@ -76,6 +79,9 @@ impl RunArgs {
         }
         if let Some(Listener(addr)) = self.ingest {
             config.receivers.http_listen = addr;
+        }
+        if let Some(dir) = self.ui_dir {
+            config.http.ui_dir = Some(dir);
         }
         if let Some(addr) = self.http {
             config.http.listen = addr;

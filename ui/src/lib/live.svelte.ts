@@ -1,0 +1,105 @@
+// Live state shared by every page: the device list, kept current by the gateway's WebSocket
+// (`/api/live`), the gateway's health, and the connection state for the offline banner.
+// Reconnects with backoff; after a reconnect the device list is re-read, so nothing missed while
+// offline stays stale.
+
+import { api, type Device, type Health, type Reading } from './api';
+import { reconnectDelay } from './backoff';
+
+/** Points kept per device for tile sparklines. */
+const SPARK_POINTS = 60;
+const HEALTH_EVERY_MS = 5_000;
+
+export type Connection = 'connecting' | 'open' | 'offline';
+
+class Live {
+  devices = $state<Record<string, Device>>({});
+  /** Recent values of each device's main field, oldest first, for sparklines. */
+  spark = $state<Record<string, number[]>>({});
+  health = $state<Health | null>(null);
+  connection = $state<Connection>('connecting');
+  /** Incremented on every reading, so pages can follow the stream. */
+  readings = $state(0);
+  lastReading = $state<Reading | null>(null);
+  private attempt = 0;
+  private started = false;
+
+  start() {
+    if (this.started) return;
+    this.started = true;
+    this.connect();
+    const poll = async () => {
+      try {
+        this.health = await api.health();
+      } catch {
+        this.health = null;
+      }
+    };
+    poll();
+    setInterval(poll, HEALTH_EVERY_MS);
+  }
+
+  private async refresh() {
+    const list = await api.devices();
+    const next: Record<string, Device> = {};
+    for (const device of list) next[device.id] = device;
+    this.devices = next;
+  }
+
+  private connect() {
+    this.connection = this.attempt === 0 ? 'connecting' : 'offline';
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const socket = new WebSocket(`${scheme}://${location.host}/api/live`);
+    socket.onopen = async () => {
+      this.attempt = 0;
+      this.connection = 'open';
+      try {
+        await this.refresh();
+      } catch {
+        /* the socket's close handler takes over */
+      }
+    };
+    socket.onmessage = (message) => this.handle(message.data);
+    socket.onclose = () => {
+      this.connection = 'offline';
+      setTimeout(() => this.connect(), reconnectDelay(this.attempt++));
+    };
+  }
+
+  private handle(text: string) {
+    let event: { type: string; data: any };
+    try {
+      event = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (event.type === 'reading') {
+      const reading = event.data as Reading;
+      const device = this.devices[reading.deviceId];
+      if (device) {
+        device.lastReading = reading;
+        device.lastSeen = reading.ts;
+        device.lastRssi = (reading.rssi as number | null) ?? device.lastRssi;
+        device.online = true;
+      } else {
+        // A tag heard for the first time: its record follows from the list.
+        this.refresh().catch(() => {});
+      }
+      const field = device?.kind === 'ruuvi_air' ? 'CO2' : 'temperature';
+      const value = reading[field];
+      if (typeof value === 'number') {
+        const points = [...(this.spark[reading.deviceId] ?? []), value];
+        this.spark[reading.deviceId] = points.slice(-SPARK_POINTS);
+      }
+      this.lastReading = reading;
+      this.readings++;
+    } else if (event.type === 'availability') {
+      const device = this.devices[event.data.deviceId];
+      if (device) device.online = event.data.online;
+    } else if (event.type === 'device_discovered') {
+      this.refresh().catch(() => {});
+    }
+  }
+}
+
+export const live = new Live();
