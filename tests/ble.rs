@@ -190,11 +190,16 @@ async fn the_watchdog_restarts_a_scan_that_bluetoothd_lost() {
 #[tokio::test]
 async fn without_an_adapter_the_gateway_runs_and_says_bluetooth_is_unavailable() {
     let Some(bluez) = FakeBluez::start() else { return };
+    let before = bluez.connection_count();
     let daemon = start(&bluez, "");
     let status = wait_for_state(&daemon, "unavailable").await;
     assert!(status["message"].as_str().unwrap().contains("no Bluetooth adapter found"), "{status}");
     assert_eq!(status["scanning"], false);
     assert_eq!(daemon.get_json("/api/health").await["status"], "ok", "the rest of the gateway works");
+    // Retries (after 2 s, then 4 s) ask again over the same D-Bus connection, not a new one each.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(daemon.log().matches("no Bluetooth adapter found").count() >= 3, "it retried");
+    assert_eq!(bluez.connection_count(), before + 1, "one connection for all the retries");
 
     // Plugging an adapter in later is picked up by the retry.
     bluez.add_adapter();
@@ -291,4 +296,50 @@ async fn local_and_remote_receivers_give_the_same_readings_and_store_a_measureme
     assert_eq!(rows.iter().map(|r| r[0]).collect::<Vec<_>>(), [Some(700.0), Some(701.0), Some(702.0)]);
     assert_eq!(rows[1][1..], rows[2][1..], "remote (701) and local (702) decode to the same values");
     assert_eq!(rows[0][1..], rows[2][1..]);
+}
+
+#[tokio::test]
+async fn when_tags_fall_silent_the_scan_is_restarted_but_the_gateway_stays_up() {
+    let Some(bluez) = FakeBluez::start() else { return };
+    bluez.add_adapter();
+    let mut daemon = start(&bluez, "[ble]\nwatchdog = \"1s\"\nscan_restarts = 1\nmanager_restarts = 1\n");
+    wait_for_state(&daemon, "scanning").await;
+    assert!(bluez.advertise(TAG, RUUVI, &df5(20.0, 60), -60));
+    wait_for_reading(&daemon, 60).await;
+
+    // The only tag's battery dies: BlueZ is fine and answers every call, so this is no reason
+    // to take the broker, the store and the API down.
+    let status = eventually(Duration::from_secs(30), async || {
+        let status = bluetooth(&daemon).await;
+        (status["recoveries"]["scanRestarts"].as_u64()? >= 3 && status["recoveries"]["newManagers"] == 1)
+            .then_some(status)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the ladder did not run:\n{}", daemon.log()));
+    assert_eq!(status["state"], "recovering", "{status}");
+    assert!(status["message"].as_str().unwrap().contains("no Ruuvi data"), "{status}");
+    assert_eq!(daemon.get_json("/api/health").await["status"], "ok");
+
+    // The tag comes back: scanning, and the ladder starts over.
+    advertise_until_read(&bluez, &daemon, 20.5, 61).await;
+    assert_eq!(bluetooth(&daemon).await["state"], "scanning");
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn an_adapter_switched_off_for_long_stays_off_and_nothing_escalates() {
+    let Some(bluez) = FakeBluez::start() else { return };
+    bluez.add_adapter();
+    let daemon = start(&bluez, "[ble]\nwatchdog = \"1s\"\nscan_restarts = 1\nmanager_restarts = 1\n");
+    wait_for_state(&daemon, "scanning").await;
+    assert!(bluez.advertise(TAG, RUUVI, &df5(20.0, 70), -60));
+    wait_for_reading(&daemon, 70).await;
+    bluez.set_powered(false);
+    let restarts = wait_for_state(&daemon, "powered_off").await["recoveries"]["scanRestarts"].clone();
+    let starts = bluez.discovery_starts();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = bluetooth(&daemon).await;
+    assert_eq!(status["state"], "powered_off", "the watchdog rests while the adapter is off: {status}");
+    assert_eq!(status["recoveries"]["scanRestarts"], restarts, "{status}");
+    assert_eq!(bluez.discovery_starts(), starts, "nobody switched the adapter back on behind the user's back");
 }

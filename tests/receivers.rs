@@ -187,7 +187,9 @@ async fn ruuvi_gateways_feed_us_over_http_and_mqtt_and_each_measurement_is_store
 async fn receiver_accounts_reach_only_the_ruuvi_topics_and_bad_messages_are_counted() {
     let daemon = Daemon::start(&[]);
     let gw = daemon.account("attic-gw", "receiver", &[]).await;
-    let mut client = Client::connect(options_as("attic", daemon.runtime.mqtt, &gw)).await;
+    // A receiver may not use another name that could be a device's id (no session takeover).
+    assert!(Client::try_connect(options_as("sensor-7", daemon.runtime.mqtt, &gw)).await.is_err());
+    let mut client = Client::connect(options_as("attic-gw", daemon.runtime.mqtt, &gw)).await;
     let codes = client.subscribe_many(&["ruuvi/#", "devices/home/+/telemetry"]).await;
     assert!(codes.iter().all(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)), "{codes:?}");
 
@@ -278,6 +280,23 @@ async fn readings_are_republished_in_the_ruuvi_gateway_format_for_existing_consu
     assert_eq!(payload["id"], TAG);
     assert_eq!(payload["coords"], "");
     // Messages the gateway itself publishes on ruuvi/… are not taken back in as receiver input.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(daemon.get_json("/api/health").await["receivers"]["mqttMessages"], 0);
+
+    // A receiver cannot pose as the gateway's output: its raw messages reach other clients only
+    // under gatehouse/{site}/receivers/….
+    let mut spoofer = Client::connect(options_as("AA:00:00:00:00:01", daemon.runtime.mqtt, &gw)).await;
+    let spoof = format!("ruuvi/AA:BB:CC:00:11:22/gw_status");
+    spoofer.client.publish(&spoof, QoS::AtLeastOnce, true, r#"{"state":"offline"}"#).await.unwrap();
+    let mut watcher = Client::connect(options_as("watcher", daemon.runtime.mqtt, &bridge)).await;
+    let bridge_all = daemon.account("diagnostics", "service", &[]).await;
+    let mut diagnostics = Client::connect(options_as("diagnostics", daemon.runtime.mqtt, &bridge_all)).await;
+    diagnostics.subscribe_many(&["gatehouse/home/receivers/#"]).await;
+    watcher.subscribe_many(&["ruuvi/+/+"]).await;
+    let retained = watcher.next_on(&spoof, Duration::from_secs(5)).await.expect("the retained gw_status");
+    assert_eq!(retained.json(), json!({"state": "online"}), "the gateway's own status was not overwritten");
+    let diverted = diagnostics
+        .next_on(&format!("gatehouse/home/receivers/{spoof}"), Duration::from_secs(5))
+        .await
+        .expect("the receiver's message, in its own namespace");
+    assert_eq!(diverted.text(), r#"{"state":"offline"}"#);
 }

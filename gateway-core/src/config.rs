@@ -238,7 +238,8 @@ impl Default for Config {
             devices: DevicesConfig::default(),
             pipeline: PipelineConfig::default(),
             ble: BleConfig::default(),
-            receivers: ReceiversConfig { http_listen: Some(([0, 0, 0, 0], 8081).into()) },
+            // Off until wanted: it would face the LAN with plain HTTP.
+            receivers: ReceiversConfig { http_listen: None },
             ruuvi_output: RuuviOutputConfig {
                 enabled: false,
                 mode: crate::ruuvi_gateway::OutputMode::Raw,

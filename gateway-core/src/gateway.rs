@@ -87,7 +87,9 @@ const RUUVI_GATEWAY_ID_FILE: &str = "ruuvi-gateway-id";
 /// The configured id, or the one generated at first start (a random, locally administered MAC).
 fn ruuvi_gateway_id(configured: &str, data_dir: &Path) -> anyhow::Result<String> {
     if !configured.is_empty() {
-        return Ok(configured.to_ascii_uppercase());
+        let mac: crate::ruuvi::Mac =
+            configured.parse().map_err(|_| anyhow::anyhow!("ruuvi_output.gateway_id `{configured}` is not a MAC"))?;
+        return Ok(mac.to_string());
     }
     let path = data_dir.join(RUUVI_GATEWAY_ID_FILE);
     if let Some(id) = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<crate::ruuvi::Mac>().ok()) {

@@ -121,7 +121,7 @@ impl<K: Eq + Hash + Clone> MotionTracker<K> {
             self.tags.insert(key.clone(), first);
             return MotionState::Stationary;
         };
-        if ts_ms <= history.last_seen_ms {
+        if ts_ms < history.last_seen_ms {
             return history.state_at(history.last_seen_ms);
         }
         let counted =

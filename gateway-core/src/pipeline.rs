@@ -29,8 +29,12 @@ pub struct Advertisement {
     /// The AD structures, exactly as received.
     pub data: Vec<u8>,
     pub rssi: Option<i16>,
-    /// Milliseconds since the Unix epoch.
+    /// When it arrived here, ms since the Unix epoch. De-duplication, pruning and motion run on
+    /// this clock, which only moves forward.
     pub received_at: i64,
+    /// When the receiver heard it, if it says so (remote gateways): the reading's time. Their
+    /// clocks may be off, so nothing else relies on it.
+    pub measured_at: Option<i64>,
     pub receiver: Arc<str>,
 }
 
@@ -208,7 +212,7 @@ impl Processor {
         add_derived_values(&mut measurement);
         let motion = self.motion_of(&mac, adv.received_at, &measurement);
         Ok(Reading {
-            ts: adv.received_at,
+            ts: adv.measured_at.unwrap_or(adv.received_at),
             device_id,
             mac: mac.to_string(),
             rssi: adv.rssi,
@@ -286,6 +290,7 @@ mod tests {
             data: df5_advertisement(&encode_df5(&values)),
             rssi: Some(-60),
             received_at: at,
+            measured_at: None,
             receiver: Arc::from("test"),
         }
     }
@@ -344,6 +349,7 @@ mod tests {
             data: hex::decode(hex_data).unwrap(),
             rssi: Some(-60),
             received_at: at,
+            measured_at: None,
             receiver: Arc::from("test"),
         };
         let df6 = "17FF990406170C5668C79E007000C90501D9FFCD004C884F";

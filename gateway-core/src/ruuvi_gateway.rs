@@ -118,7 +118,11 @@ pub fn parse_http_post(body: &[u8]) -> Result<HttpBatch, IngestError> {
     for (key, entry) in tags {
         match parse_http_tag(key, entry) {
             Ok(tag) => batch.tags.push(tag),
-            Err(why) => batch.rejected.push((key.chars().take(MAX_ECHOED_KEY_CHARS).collect(), why)),
+            // Both parts are echoed to the sender and logged: neither may carry a huge key.
+            Err(why) => batch.rejected.push((
+                key.chars().take(MAX_ECHOED_KEY_CHARS).collect(),
+                why.chars().take(MAX_ECHOED_KEY_CHARS + 64).collect(),
+            )),
         }
     }
     // serde_json's map order depends on its features; keep the output deterministic regardless.
@@ -220,7 +224,7 @@ pub fn to_advertisement(
     let plausible = now_ms - MAX_TIMESTAMP_AGE_MS..=now_ms + MAX_TIMESTAMP_AHEAD_MS;
     let received_at =
         timestamp_s.and_then(|s| s.checked_mul(1000)).filter(|ms| plausible.contains(ms)).unwrap_or(now_ms);
-    Advertisement { address: Some(tag), data, rssi, received_at, receiver }
+    Advertisement { address: Some(tag), data, rssi, received_at: now_ms, measured_at: Some(received_at), receiver }
 }
 
 /// The retained status payload a Ruuvi Gateway publishes on `<prefix>gw_status` (and as its LWT).
@@ -894,7 +898,11 @@ mod tests {
         ];
         for (timestamp_s, expected_ms) in cases {
             let ad = to_advertisement(tag, Some(-5), timestamp_s, vec![1], receiver.clone(), now);
-            assert_eq!((ad.address, ad.received_at, ad.rssi, ad.data), (Some(tag), expected_ms, Some(-5), vec![1]));
+            assert_eq!(
+                (ad.address, ad.measured_at, ad.rssi, ad.data),
+                (Some(tag), Some(expected_ms), Some(-5), vec![1])
+            );
+            assert_eq!(ad.received_at, now, "the pipeline's clock is the arrival time");
         }
     }
 }

@@ -127,6 +127,15 @@ impl FakeBluez {
         let _: () = self.mock("InterruptDiscovery", (ADAPTER,));
     }
 
+    /// Connections on the bus now (unique names), the fake bluetoothd's included.
+    pub fn connection_count(&self) -> usize {
+        let conn = self.connection();
+        let proxy = conn.with_proxy("org.freedesktop.DBus", "/org/freedesktop/DBus", Duration::from_secs(2));
+        let (names,): (Vec<String>,) = proxy.method_call("org.freedesktop.DBus", "ListNames", ()).expect("ListNames");
+        // Minus this query's own connection.
+        names.iter().filter(|n| n.starts_with(':')).count() - 1
+    }
+
     pub fn discovery_starts(&self) -> u32 {
         let (n,): (u32,) = self.mock("DiscoveryStarts", (ADAPTER,));
         n

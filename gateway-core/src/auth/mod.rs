@@ -113,7 +113,10 @@ impl Identity {
         match self.role {
             Role::Device => client_id == self.username,
             Role::Provisioning => valid_device_id(client_id),
-            Role::Service | Role::Receiver => true,
+            Role::Service => true,
+            // A Ruuvi Gateway's client id is its MAC by default; never a device's id, so a
+            // receiver cannot take over a device's session.
+            Role::Receiver => client_id == self.username || !valid_device_id(client_id),
         }
     }
 }

@@ -115,6 +115,7 @@ fn bench_pipeline(readings: u64, tags: u64) {
                     data: df5_advertisement(&encode_df5(&values)),
                     rssi: Some(-60),
                     received_at: now_ms(),
+                    measured_at: None,
                     receiver: Arc::from("bench"),
                 };
                 let copies = if i % 4 == 0 { 2 } else { 1 };

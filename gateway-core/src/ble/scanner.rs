@@ -75,14 +75,18 @@ pub async fn run(
     // The ladder spans sessions: a new Manager that brings no data back moves on to the next step.
     let mut watchdog = Watchdog::new(policy);
     let mut retry = RETRY_MIN;
+    // Kept across retries: btleplug cannot close a Manager's D-Bus connection (its background
+    // task holds it until the bus goes away), so a new Manager per retry would leak connections.
+    let mut manager: Option<Manager> = None;
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        let (central, adapter_name) = match connect(&config.adapter).await {
+        let (central, adapter_name) = match connect(&mut manager, &config.adapter).await {
             Ok(found) => found,
             Err(why) => {
                 // Reconnecting after data stopped (D-Bus gone) still climbs the ladder to GiveUp.
+                watchdog.bluez_failed();
                 if watchdog.check(now_ms()) == Action::GiveUp {
                     let reason = format!(
                         "Bluetooth stopped delivering data and BlueZ cannot be reached ({why}); exiting so that the \
@@ -115,10 +119,12 @@ pub async fn run(
             addresses: HashMap::new(),
             rssi: HashMap::new(),
             powered: true,
+            known_at_start: Default::default(),
         };
         match session.run(&mut watchdog, &shutdown).await {
             Ended::Shutdown => return,
             Ended::NewManager => {
+                manager = None;
                 status.recovered(|r| r.new_managers += 1);
                 tracing::warn!(adapter = %session.adapter_name, "no Ruuvi data despite scan restarts; reconnecting to BlueZ with a new manager");
                 retry = RETRY_MIN;
@@ -136,6 +142,7 @@ pub async fn run(
                 return;
             }
             Ended::Lost(why) => {
+                manager = None;
                 status.recovered(|r| r.reconnects += 1);
                 status.error(why.clone());
                 status.set_state(ScannerState::Recovering, format!("lost the adapter ({why}); reconnecting"));
@@ -165,16 +172,37 @@ async fn call<T>(what: &str, future: impl std::future::Future<Output = btleplug:
     }
 }
 
-/// A new Manager (one D-Bus connection to the system bus) and the wanted adapter.
-async fn connect(wanted: &str) -> Result<(Adapter, String), String> {
-    let manager = call("connecting to BlueZ over D-Bus", Manager::new())
-        .await
-        .map_err(|e| format!("{e} (is bluetoothd running, and may this user use it? See docs/bluetooth.md)"))?;
-    let adapters = call("listing adapters", manager.adapters()).await?;
+/// The wanted adapter, through `manager` (made first if there is none: one D-Bus connection to
+/// the system bus). A manager whose calls fail is dropped, so the next attempt starts afresh.
+async fn connect(manager: &mut Option<Manager>, wanted: &str) -> Result<(Adapter, String), String> {
+    if manager.is_none() {
+        *manager =
+            Some(call("connecting to BlueZ over D-Bus", Manager::new()).await.map_err(|e| {
+                format!("{e} (is bluetoothd running, and may this user use it? See docs/bluetooth.md)")
+            })?);
+    }
+    let found = find_adapter(manager.as_ref().expect("set above"), wanted).await;
+    if let Err(Lookup::Failed(_)) = &found {
+        *manager = None;
+    }
+    found.map_err(|e| match e {
+        Lookup::Failed(why) | Lookup::Missing(why) => why,
+    })
+}
+
+enum Lookup {
+    /// BlueZ did not answer.
+    Failed(String),
+    /// BlueZ answered: no such adapter.
+    Missing(String),
+}
+
+async fn find_adapter(manager: &Manager, wanted: &str) -> Result<(Adapter, String), Lookup> {
+    let adapters = call("listing adapters", manager.adapters()).await.map_err(Lookup::Failed)?;
     let mut names = Vec::new();
     for adapter in adapters {
         // adapter_info is "hci0 (usb:v1D6Bp0246d0537)".
-        let info = call("reading adapter info", adapter.adapter_info()).await?;
+        let info = call("reading adapter info", adapter.adapter_info()).await.map_err(Lookup::Failed)?;
         let name = info.split_whitespace().next().unwrap_or_default().to_string();
         if wanted.is_empty() || name == wanted {
             tracing::info!(adapter = %info, "using Bluetooth adapter");
@@ -182,11 +210,11 @@ async fn connect(wanted: &str) -> Result<(Adapter, String), String> {
         }
         names.push(name);
     }
-    Err(if names.is_empty() {
+    Err(Lookup::Missing(if names.is_empty() {
         "no Bluetooth adapter found".to_string()
     } else {
         format!("adapter {wanted} not found (found: {}); set ble.adapter", names.join(", "))
-    })
+    }))
 }
 
 struct Session {
@@ -199,6 +227,10 @@ struct Session {
     /// The last RSSI per peripheral: btleplug reports it in its own event, just before the data.
     rssi: HashMap<PeripheralId, i16>,
     powered: bool,
+    /// Devices BlueZ already knew when this session subscribed. btleplug announces each of them
+    /// with a DeviceDiscovered whose properties are BlueZ's cached (possibly old) data: that
+    /// must not pass for a new advertisement. Their next real one arrives as usual.
+    known_at_start: std::collections::HashSet<PeripheralId>,
 }
 
 impl Session {
@@ -208,6 +240,10 @@ impl Session {
             Ok(events) => events,
             Err(why) => return Ended::Lost(why),
         };
+        match call("listing known devices", self.central.peripherals()).await {
+            Ok(known) => self.known_at_start = known.iter().map(|p| p.id()).collect(),
+            Err(why) => return Ended::Lost(why),
+        }
         let mut scan_retry = RETRY_MIN;
         let mut next_scan_attempt =
             if self.start_scan().await { None } else { Some(tokio::time::Instant::now() + scan_retry) };
@@ -237,6 +273,10 @@ impl Session {
                             next_scan_attempt = Some(tokio::time::Instant::now() + scan_retry);
                         }
                     }
+                    if !self.powered {
+                        watchdog.rest(now_ms());
+                        continue;
+                    }
                     match watchdog.check(now_ms()) {
                         Action::Nothing => {}
                         Action::RestartScan => {
@@ -245,8 +285,12 @@ impl Session {
                             self.status.recovered(|r| r.scan_restarts += 1);
                             self.status.set_state(ScannerState::Recovering, "no Ruuvi data for too long; restarting the scan");
                             // Stopping fails when BlueZ already stopped it: that is the usual case here.
-                            let _ = call("stopping the scan", self.central.stop_scan()).await;
-                            if !self.start_scan().await {
+                            let stopped = call("stopping the scan", self.central.stop_scan()).await;
+                            let timed_out = matches!(&stopped, Err(why) if why.contains("no answer"));
+                            if self.start_scan_with(ScannerState::Recovering).await && !timed_out {
+                                watchdog.bluez_answered();
+                            } else {
+                                watchdog.bluez_failed();
                                 next_scan_attempt = Some(tokio::time::Instant::now() + scan_retry);
                             }
                         }
@@ -264,6 +308,12 @@ impl Session {
 
     /// Starts discovery; true when the adapter is scanning afterwards.
     async fn start_scan(&mut self) -> bool {
+        self.start_scan_with(ScannerState::Scanning).await
+    }
+
+    /// Like `start_scan`; `state` is what the status says afterwards (a recovery stays
+    /// "recovering" until data arrives again).
+    async fn start_scan_with(&mut self, state: ScannerState) -> bool {
         match call("starting the scan", self.central.start_scan(ScanFilter::default())).await {
             Ok(()) => {}
             // BlueZ says InProgress when this client's discovery is already running: fine.
@@ -276,7 +326,11 @@ impl Session {
             }
         }
         tracing::info!(adapter = %self.adapter_name, "scanning for Ruuvi tags");
-        self.status.set_state(ScannerState::Scanning, format!("scanning on {}", self.adapter_name));
+        let message = match state {
+            ScannerState::Scanning => format!("scanning on {}", self.adapter_name),
+            _ => format!("scan restarted on {}; no Ruuvi data since then", self.adapter_name),
+        };
+        self.status.set_state(state, message);
         true
     }
 
@@ -287,6 +341,11 @@ impl Session {
         next_scan_attempt: &mut Option<tokio::time::Instant>,
     ) -> Option<Ended> {
         match event {
+            CentralEvent::DeviceDiscovered(id) if self.known_at_start.remove(&id) => {
+                if let Ok(peripheral) = call("reading a known device", self.central.peripheral(&id)).await {
+                    self.remember(id, Mac(peripheral.address().into_inner()));
+                }
+            }
             CentralEvent::DeviceDiscovered(id) => {
                 // A new device's first advertisement is only readable from its properties.
                 let peripheral = call("reading a new device", self.central.peripheral(&id)).await.ok()?;
@@ -368,8 +427,14 @@ impl Session {
         data.push(0xFF);
         data.extend_from_slice(&RUUVI_COMPANY_ID.to_le_bytes());
         data.extend_from_slice(payload);
-        let advertisement =
-            Advertisement { address: Some(mac), data, rssi, received_at: now, receiver: self.receiver.clone() };
+        let advertisement = Advertisement {
+            address: Some(mac),
+            data,
+            rssi,
+            received_at: now,
+            measured_at: None,
+            receiver: self.receiver.clone(),
+        };
         // Never wait here: btleplug queues events without bound, so a stalled loop grows memory.
         let queued = self.ingress.try_send(advertisement).is_ok();
         self.status.ruuvi_advert(mac, now, queued);

@@ -8,10 +8,14 @@
 //!
 //! 1. restart the scan (stop, then start) — `scan_restarts` times;
 //! 2. drop the btleplug `Manager` and make a new one (a fresh D-Bus connection) — `manager_restarts` times;
-//! 3. give up with a fatal error, so that systemd (or the user) restarts the whole process.
+//! 3. if BlueZ failed to answer on the way (calls failing or timing out: bluetoothd hung, D-Bus
+//!    gone), give up with a fatal error, so that systemd restarts the whole process; if BlueZ
+//!    answered every step, the tags may simply be gone (battery, out of range): keep restarting
+//!    the scan once per quiet period instead of taking the whole gateway down.
 //!
 //! Any Ruuvi advertisement resets the ladder. Before the first one, nothing is "known" to be
-//! missing (no tags in range, or a new install), so the watchdog stays quiet.
+//! missing (no tags in range, or a new install), so the watchdog stays quiet. While the adapter
+//! is switched off it rests: silence is expected then.
 
 /// What the scanner should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +39,36 @@ pub struct Watchdog {
     /// The last Ruuvi advertisement, or the last step taken, whichever is later.
     quiet_since: Option<i64>,
     steps_taken: u32,
+    /// A BlueZ call failed since the data stopped.
+    bluez_failing: bool,
 }
 
 impl Watchdog {
     pub fn new(policy: Policy) -> Watchdog {
-        Watchdog { policy, quiet_since: None, steps_taken: 0 }
+        Watchdog { policy, quiet_since: None, steps_taken: 0, bluez_failing: false }
     }
 
     pub fn ruuvi_heard(&mut self, now_ms: i64) {
         self.quiet_since = Some(now_ms);
         self.steps_taken = 0;
+        self.bluez_failing = false;
+    }
+
+    /// A step's calls to BlueZ failed or timed out.
+    pub fn bluez_failed(&mut self) {
+        self.bluez_failing = true;
+    }
+
+    /// A step's calls to BlueZ succeeded.
+    pub fn bluez_answered(&mut self) {
+        self.bluez_failing = false;
+    }
+
+    /// The adapter is off: silence is expected, the quiet period starts again.
+    pub fn rest(&mut self, now_ms: i64) {
+        if self.quiet_since.is_some() {
+            self.quiet_since = Some(now_ms);
+        }
     }
 
     /// Called periodically; returns the step to take, which then counts as taken.
@@ -58,10 +82,12 @@ impl Watchdog {
             Action::RestartScan
         } else if step < self.policy.scan_restarts + self.policy.manager_restarts {
             Action::NewManager
-        } else {
+        } else if self.bluez_failing {
             Action::GiveUp
+        } else {
+            Action::RestartScan
         };
-        self.steps_taken += 1;
+        self.steps_taken = self.steps_taken.saturating_add(1);
         self.quiet_since = Some(now_ms);
         action
     }
@@ -101,7 +127,44 @@ mod tests {
     }
 
     #[test]
-    fn escalates_one_step_per_quiet_period_then_gives_up() {
+    fn escalates_one_step_per_quiet_period_then_gives_up_when_bluez_fails() {
+        let mut dog = Watchdog::new(POLICY);
+        dog.ruuvi_heard(0);
+        assert_eq!(dog.check(60_000), RestartScan);
+        dog.bluez_failed(); // the restart timed out
+        assert_eq!(dog.check(120_000), RestartScan);
+        assert_eq!(dog.check(180_000), NewManager);
+        dog.bluez_failed(); // the new manager cannot reach BlueZ either
+        assert_eq!(dog.check(240_000), GiveUp);
+    }
+
+    #[test]
+    fn with_bluez_answering_it_keeps_restarting_the_scan_instead_of_giving_up() {
+        // Tags gone (battery, range): every step works, nothing comes. The gateway stays up.
+        let mut dog = Watchdog::new(POLICY);
+        dog.ruuvi_heard(0);
+        let mut actions = Vec::new();
+        for period in 1..=6 {
+            actions.push(dog.check(period * 60_000));
+            dog.bluez_answered();
+        }
+        assert_eq!(actions, [RestartScan, RestartScan, NewManager, RestartScan, RestartScan, RestartScan]);
+    }
+
+    #[test]
+    fn rests_while_the_adapter_is_off() {
+        let mut dog = Watchdog::new(POLICY);
+        dog.ruuvi_heard(0);
+        dog.rest(50_000);
+        assert_eq!(dog.check(100_000), Nothing, "the quiet period restarted when the adapter went off");
+        assert_eq!(dog.check(110_000), RestartScan);
+        let mut fresh = Watchdog::new(POLICY);
+        fresh.rest(0);
+        assert_eq!(fresh.check(1_000_000), Nothing, "resting does not make tags known");
+    }
+
+    #[test]
+    fn escalation_ladder_timing() {
         run(&[
             (0, true, Nothing),
             (59_999, false, Nothing),
@@ -110,7 +173,7 @@ mod tests {
             (120_000, false, RestartScan),
             (180_000, false, NewManager),
             (239_000, false, Nothing),
-            (240_000, false, GiveUp),
+            (240_000, false, RestartScan), // BlueZ never failed: no reason to exit
         ]);
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
@@ -236,6 +236,8 @@ pub(super) async fn serve<S>(
         // Devices, provisioning clients and remote receivers talk to the gateway itself: their
         // publishes go on the bus.
         to_gateway: matches!(auth.identity.role, Role::Device | Role::Provisioning | Role::Receiver),
+        receiver_namespace: (auth.identity.role == Role::Receiver)
+            .then(|| format!("gatehouse/{}/receivers/", auth.identity.site)),
         telemetry_topic: (auth.identity.role == Role::Device)
             .then(|| crate::topics::device_topic(&auth.identity.site, &auth.identity.username, "telemetry")),
         client: session.stats.clone(),
@@ -320,6 +322,10 @@ struct Session<'a, S> {
     to_gateway: bool,
     /// A device's own telemetry topic: messages there are checked against its declared fields.
     telemetry_topic: Option<String>,
+    /// Remote receivers' raw messages are for the gateway: other clients see them only under
+    /// this prefix, so that a receiver can neither pose as the gateway's own Ruuvi-compatible
+    /// output on `ruuvi/…` nor overwrite its retained `gw_status`.
+    receiver_namespace: Option<String>,
     client: Arc<ClientStats>,
     messages: TokenBucket,
     bytes: TokenBucket,
@@ -420,9 +426,14 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     end = Some(End::Protocol(protocol::Error::InvalidProtocol));
                     break;
                 }
-                Ok(Frame::Packet(Packet::Publish(publish, properties))) => match self.check_publish(&publish) {
+                Ok(Frame::Packet(Packet::Publish(mut publish, properties))) => match self.check_publish(&publish) {
                     Ok(event) => {
                         for_gateway.extend(event);
+                        if let Some(prefix) = &self.receiver_namespace {
+                            let mut topic = prefix.clone().into_bytes();
+                            topic.extend_from_slice(&publish.topic);
+                            publish.topic = Bytes::from(topic);
+                        }
                         packets.push(Packet::Publish(publish, properties))
                     }
                     Err(Some(stop)) => {

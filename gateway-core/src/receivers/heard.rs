@@ -10,6 +10,10 @@ use serde::Serialize;
 
 /// Entries silent for longer than this are forgotten.
 const FORGET_AFTER_MS: i64 = 24 * 3_600_000;
+/// At most this many (tag, receiver) entries: a receiver posting made-up MACs, or a BLE
+/// spoofer rotating addresses, must not grow memory without bound. Beyond it the tag heard
+/// longest ago is forgotten.
+const MAX_ENTRIES: usize = 20_000;
 /// Weight of a new sample in the smoothed RSSI (advertisements vary by several dB each).
 const RSSI_SMOOTHING: f64 = 0.2;
 
@@ -55,6 +59,8 @@ struct Inner {
     by_device: HashMap<String, HashMap<Arc<str>, Hearing>>,
     remotes: HashMap<Arc<str>, Remote>,
     records: u64,
+    /// (tag, receiver) entries in `by_device`.
+    entries: usize,
 }
 
 #[derive(Debug, Default)]
@@ -83,19 +89,26 @@ impl HeardBy {
             if s.records % 4096 == 0 {
                 prune(s, at_ms);
             }
+            if !s.by_device.contains_key(device_id) && s.entries >= MAX_ENTRIES {
+                evict_oldest(s);
+            }
             let receivers = match s.by_device.get_mut(device_id) {
                 Some(receivers) => receivers,
                 None => s.by_device.entry(device_id.to_string()).or_default(),
             };
-            let hearing = receivers.entry(receiver.clone()).or_insert_with(|| Hearing {
+            let before = receivers.len();
+            receivers.entry(receiver.clone()).or_insert_with(|| Hearing {
                 receiver: receiver.to_string(),
                 rssi: None,
                 rssi_smoothed: None,
                 last_heard: at_ms,
                 advertisements: 0,
             });
+            let added = receivers.len() - before;
+            let hearing = receivers.get_mut(receiver).expect("just inserted");
             hearing.advertisements += 1;
             hearing.last_heard = hearing.last_heard.max(at_ms);
+            s.entries += added;
             if let Some(rssi) = rssi {
                 hearing.rssi = Some(rssi);
                 let sample = f64::from(rssi);
@@ -168,11 +181,22 @@ impl HeardBy {
     }
 }
 
+fn evict_oldest(s: &mut Inner) {
+    let newest = |receivers: &HashMap<Arc<str>, Hearing>| receivers.values().map(|h| h.last_heard).max().unwrap_or(0);
+    let oldest = s.by_device.iter().min_by_key(|(_, receivers)| newest(receivers)).map(|(id, _)| id.clone());
+    if let Some(id) = oldest {
+        if let Some(receivers) = s.by_device.remove(&id) {
+            s.entries -= receivers.len();
+        }
+    }
+}
+
 fn prune(s: &mut Inner, now_ms: i64) {
     for receivers in s.by_device.values_mut() {
         receivers.retain(|_, h| now_ms - h.last_heard <= FORGET_AFTER_MS);
     }
     s.by_device.retain(|_, receivers| !receivers.is_empty());
+    s.entries = s.by_device.values().map(HashMap::len).sum();
     s.remotes.retain(|_, r| r.last_contact.is_some_and(|at| now_ms - at <= FORGET_AFTER_MS));
 }
 
@@ -206,6 +230,18 @@ mod tests {
         assert_eq!((gw.kind, gw.tags, gw.online, gw.transport), ("ruuvi_gateway", 1, Some(true), Some("mqtt")));
         assert_eq!(gw.account.as_deref(), Some("kitchen-gw"));
         assert_eq!(gw.last_heard, Some(2_500));
+    }
+
+    #[test]
+    fn memory_is_capped_by_forgetting_the_tag_heard_longest_ago() {
+        let heard = HeardBy::default();
+        let local: Arc<str> = Arc::from("ble:hci0");
+        for i in 0..(MAX_ENTRIES + 10) {
+            heard.record(&format!("tag-{i}"), &local, Some(-70), i as i64);
+        }
+        assert_eq!(heard.with(|s| (s.by_device.len(), s.entries)), (MAX_ENTRIES, MAX_ENTRIES));
+        assert!(heard.for_device("tag-0").is_empty(), "the oldest went first");
+        assert_eq!(heard.for_device(&format!("tag-{}", MAX_ENTRIES + 9)).len(), 1);
     }
 
     #[test]

@@ -9,13 +9,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
-use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -37,7 +36,7 @@ pub struct IngestState {
 }
 
 pub fn router(state: IngestState) -> Router {
-    Router::new().route("/ruuvi", post(ingest)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
+    Router::new().route("/ruuvi", post(ingest)).with_state(state)
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -57,7 +56,8 @@ fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((account.to_string(), secret.to_string()))
 }
 
-async fn ingest(State(state): State<IngestState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn ingest(State(state): State<IngestState>, request: Request) -> Response {
+    let headers = request.headers().clone();
     let stats = &state.stats;
     stats.http_posts.fetch_add(1, Ordering::Relaxed);
     let unauthorized = |message: &str| {
@@ -72,7 +72,7 @@ async fn ingest(State(state): State<IngestState>, headers: HeaderMap, body: Byte
              Basic or as 'Bearer NAME:SECRET'",
         );
     };
-    let identity = match state.directory.authenticate(Some(&account), Some(&secret), "ruuvi-http-ingest").await {
+    let identity = match state.directory.authenticate(Some(&account), Some(&secret), &account).await {
         Ok(authenticated) => authenticated.identity,
         Err(_) => {
             tracing::info!(account, "HTTP ingest refused: bad credentials");
@@ -87,6 +87,14 @@ async fn ingest(State(state): State<IngestState>, headers: HeaderMap, body: Byte
             format!("account {account} has role {}; only receiver accounts may post readings", identity.role.as_str()),
         );
     }
+    // Only now, authenticated, is the body read (up to the limit).
+    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            stats.http_rejected.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {MAX_BODY} bytes"));
+        }
+    };
     let batch = match ruuvi_gateway::parse_http_post(&body) {
         Ok(batch) => batch,
         Err(e) => {

@@ -60,6 +60,7 @@ pub async fn run(
                     data: transmission.bytes.clone(),
                     rssi: Some(rssi),
                     received_at: now,
+                    measured_at: None,
                     receiver: receiver.clone(),
                 };
                 if ingress.send(advertisement).await.is_err() {

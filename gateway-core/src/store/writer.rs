@@ -172,7 +172,8 @@ fn write_loop(
         loop {
             // The last batch (channel closed and drained) always records the devices' latest state.
             let final_batch = batches.is_closed() && batches.is_empty();
-            match writer.write(&batch, final_batch) {
+            // An empty batch is the collector's "refresh the device rows now" (see `collect`).
+            match writer.write(&batch, final_batch || batch.is_empty()) {
                 Ok(()) => {
                     stats.rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     stats.batches_written.fetch_add(1, Ordering::Relaxed);
