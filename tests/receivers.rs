@@ -114,7 +114,7 @@ async fn ruuvi_gateways_feed_us_over_http_and_mqtt_and_each_measurement_is_store
     assert_eq!(tag["lastReading"]["pressure"], 100044.0);
 
     // The same measurement from a second gateway over MQTT (string timestamps, as the docs show).
-    let mut garage_mqtt = Client::connect(options_as("garage-gw", daemon.runtime.mqtt, &garage)).await;
+    let garage_mqtt = Client::connect(options_as("garage-gw", daemon.runtime.mqtt, &garage)).await;
     let advert = json!({"gw_mac": GARAGE_GW, "rssi": -58, "aoa": [], "gwts": ts.to_string(), "ts": ts.to_string(),
                         "data": df5_ad(500, 1), "coords": ""});
     let topic = format!("ruuvi/{GARAGE_GW}/{TAG}");
@@ -284,8 +284,8 @@ async fn readings_are_republished_in_the_ruuvi_gateway_format_for_existing_consu
 
     // A receiver cannot pose as the gateway's output: its raw messages reach other clients only
     // under gatehouse/{site}/receivers/….
-    let mut spoofer = Client::connect(options_as("AA:00:00:00:00:01", daemon.runtime.mqtt, &gw)).await;
-    let spoof = format!("ruuvi/AA:BB:CC:00:11:22/gw_status");
+    let spoofer = Client::connect(options_as("AA:00:00:00:00:01", daemon.runtime.mqtt, &gw)).await;
+    let spoof = "ruuvi/AA:BB:CC:00:11:22/gw_status".to_string();
     spoofer.client.publish(&spoof, QoS::AtLeastOnce, true, r#"{"state":"offline"}"#).await.unwrap();
     let mut watcher = Client::connect(options_as("watcher", daemon.runtime.mqtt, &bridge)).await;
     let bridge_all = daemon.account("diagnostics", "service", &[]).await;

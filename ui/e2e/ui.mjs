@@ -6,9 +6,9 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 
-const [base, out] = process.argv.slice(2);
+const [base, out, claimCode] = process.argv.slice(2);
 if (!base || !out) {
-  console.error('usage: node e2e/ui.mjs <base URL> <screenshot dir>');
+  console.error('usage: node e2e/ui.mjs <base URL> <screenshot dir> [claim code of a pending device]');
   process.exit(2);
 }
 mkdirSync(out, { recursive: true });
@@ -24,7 +24,9 @@ try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+  // Failed requests are judged by URL below; the wrong claim code is meant to be refused.
+  page.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') && errors.push(m.text()));
+  page.on('response', (r) => r.status() >= 400 && !r.url().endsWith('/api/claims') && errors.push(`${r.status()} ${r.url()}`));
 
   // Overview: the simulated tags appear as tiles, and their values change live.
   const started = Date.now();
@@ -33,7 +35,7 @@ try {
   console.log(`first tile after ${Date.now() - started} ms`);
   const tiles = await page.locator('[data-testid=tile]').count();
   check(tiles >= 5, `the overview shows the simulated tags (${tiles} tiles)`);
-  const firstDevice = await page.locator('[data-testid=tile]').first().getAttribute('data-device');
+  const firstDevice = await page.locator('[data-testid=tile][data-device^=ruuvi-]').first().getAttribute('data-device');
   const values = async () => page.locator('[data-testid=tile] [data-field]').allInnerTexts();
   const before = (await values()).join('|');
   let changed = false;
@@ -77,6 +79,58 @@ try {
   const filtered = await page.locator('[data-testid=device-row]').count();
   check(all >= 5 && filtered === 1, `search narrows ${all} devices to ${filtered}`);
   await page.screenshot({ path: `${out}/devices.png`, fullPage: true });
+
+  if (claimCode) {
+    // Claim: the pending device is in the inbox; bad input is explained as it is typed; a wrong
+    // code is refused with the gateway's message; the right one activates the device.
+    await page.goto(`${base}/#/claim`);
+    await page.waitForSelector('[data-testid=pending-device]', { timeout: 15_000 });
+    check((await page.locator('[data-testid=pending-device]').innerText()).includes('ui-demo'), 'the inbox lists the pending device');
+    await page.fill('[data-testid=claim-code]', 'ABC');
+    check(await page.locator('[data-testid=claim-submit]').isDisabled(), 'an incomplete code cannot be sent');
+    check((await page.locator('#code-help').innerText()).includes('more characters'), 'the form says what is missing');
+    const wrong = claimCode.startsWith('Z') ? 'Y' + claimCode.slice(1) : 'Z' + claimCode.slice(1);
+    await page.fill('[data-testid=claim-code]', wrong);
+    await page.click('[data-testid=claim-submit]');
+    await page.waitForSelector('[data-testid=claim-result].bad');
+    check(/attempt/i.test(await page.locator('[data-testid=claim-result]').innerText()), 'a wrong code is refused with the attempts left');
+    await page.fill('[data-testid=claim-code]', claimCode.toLowerCase());
+    await page.click('[data-testid=claim-submit]');
+    await page.waitForSelector('[data-testid=claim-result].ok');
+    check((await page.locator('[data-testid=claim-result]').innerText()).includes('now active'), 'the right code activates the device');
+    await page.screenshot({ path: `${out}/claim.png`, fullPage: true });
+
+    // Commands: the form generated from the device's schema sends a task; the timeline shows it
+    // reach succeeded, transition by transition.
+    await page.goto(`${base}/#/device/ui-demo`);
+    const form = page.locator('[data-testid=command-set_interval]');
+    await form.waitFor({ timeout: 15_000 });
+    await form.locator('input[data-param=seconds]').fill('0');
+    await form.getByRole('button', { name: 'Send' }).click();
+    check((await form.locator('[role=alert]').innerText()).includes('at least 1'), 'the form checks the schema before sending');
+    await form.locator('input[data-param=seconds]').fill('5');
+    await form.getByRole('button', { name: 'Send' }).click();
+    await page.waitForSelector('[data-testid=task][data-state=succeeded]', { timeout: 20_000 });
+    const timeline = await page.locator('[data-testid=task][data-state=succeeded] .timeline li').allInnerTexts();
+    check(timeline.some((t) => t.includes('delivered')) && timeline.some((t) => t.includes('succeeded')), `the timeline shows every transition (${timeline.length})`);
+    await page.screenshot({ path: `${out}/commands.png`, fullPage: true });
+
+    // Alerts: a rule made in the editor fires on the simulated tags and the alert can be acknowledged.
+    await page.goto(`${base}/#/alerts`);
+    await page.fill('[data-testid=rule-name]', 'UI test: any temperature');
+    await page.fill('[data-testid=rule-threshold]', '-100');
+    await page.fill('[data-testid=rule-clear]', '-101');
+    await page.fill('[data-testid=rule-for]', '1s');
+    await page.click('[data-testid=rule-create]');
+    await page.waitForSelector('[data-testid=rule]');
+    await page.waitForSelector('[data-testid=alert]', { timeout: 20_000 });
+    check((await page.locator('[data-testid=alert]').count()) >= 1, 'the rule fires and the alert appears live');
+    check(Number(await page.locator('[data-testid=alert-count]').innerText()) >= 1, 'the header counts open alerts');
+    await page.locator('[data-testid=alert]').first().getByRole('button', { name: 'Acknowledge' }).click();
+    await page.waitForFunction(() => document.body.innerText.includes('acknowledged'));
+    check(true, 'an alert is acknowledged');
+    await page.screenshot({ path: `${out}/alerts.png`, fullPage: true });
+  }
 
   check(errors.length === 0, `no errors in the browser console (${errors.join('; ')})`);
 } finally {

@@ -1,6 +1,6 @@
 // The one typed client of the gateway's HTTP API (docs/api.md). Pages never call fetch directly.
 
-export type DeviceState = 'discovered' | 'pending' | 'active' | 'deactivated' | 'adopted' | 'ignored' | 'blocked' | string;
+export type DeviceState = 'discovered' | 'pending_claim' | 'active' | 'deactivated' | 'adopted' | 'ignored' | 'blocked' | string;
 
 export interface Reading {
   ts: number;
@@ -30,6 +30,8 @@ export interface Device {
   model?: string | null;
   manufacturer?: string | null;
   firmware?: string | null;
+  viaPairing?: boolean;
+  capabilities?: { commands?: CommandSpec[]; telemetry?: { name: string; unit?: string; type: string }[] } | null;
 }
 
 export interface BluetoothStatus {
@@ -71,6 +73,82 @@ export interface Hearing {
   advertisements: number;
 }
 
+export interface CommandSpec {
+  name: string;
+  description?: string;
+  parameters?: JsonSchema;
+}
+
+export interface JsonSchema {
+  type?: string;
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+  enum?: unknown[];
+  minimum?: number;
+  maximum?: number;
+  description?: string;
+  default?: unknown;
+}
+
+export interface TaskEvent {
+  ts: number;
+  state: string;
+  attempt: number;
+  detail?: unknown;
+}
+
+export interface Task {
+  id: string;
+  deviceId: string;
+  command: string;
+  params: unknown;
+  state: string;
+  attempt: number;
+  createdAt: number;
+  updatedAt: number;
+  message?: string | null;
+  result?: unknown;
+  progress?: unknown;
+  retryOf?: string | null;
+  events?: TaskEvent[];
+}
+
+export interface Alert {
+  id: number;
+  deviceId: string;
+  ts: number;
+  severity: 'info' | 'warning' | 'critical';
+  code: string;
+  message: string;
+  source: string;
+  state: 'active' | 'cleared';
+  ruleId?: number | null;
+  clearedAt?: number | null;
+  acknowledgedAt?: number | null;
+  acknowledgedBy?: string | null;
+}
+
+export interface AlertRule {
+  id: number;
+  name: string;
+  devices: string;
+  field?: string | null;
+  condition: 'above' | 'below' | 'silent';
+  threshold?: number | null;
+  clearAt?: number | null;
+  /** How long the condition must hold, in ms (`for` when creating: "5m"). */
+  forMs?: number;
+  for?: string;
+  severity: string;
+  enabled?: boolean;
+}
+
+export interface Pairing {
+  open: boolean;
+  until: number | null;
+  maxSeconds: number;
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -96,7 +174,26 @@ async function request<T>(path: string, init?: RequestInit): Promise<T> {
   return body as T;
 }
 
+const post = <T>(path: string, body: unknown = {}) => request<T>(path, { method: 'POST', body: JSON.stringify(body) });
+
 export const api = {
+  claim: (code: string) => post<Device>('/api/claims', { code }),
+  approve: (id: string) => post<Device>(`/api/devices/${encodeURIComponent(id)}/approve`),
+  pairing: () => request<Pairing>('/api/pairing'),
+  openPairing: (minutes: number) => post<Pairing>('/api/pairing', { minutes }),
+  closePairing: () => request<Pairing>('/api/pairing', { method: 'DELETE' }),
+  tasks: (id: string) => request<Task[]>(`/api/devices/${encodeURIComponent(id)}/tasks?limit=20`),
+  task: (taskId: string) => request<Task>(`/api/tasks/${encodeURIComponent(taskId)}`),
+  sendCommand: (id: string, command: string, params: unknown) =>
+    post<Task>(`/api/devices/${encodeURIComponent(id)}/tasks`, { command, params }),
+  cancelTask: (taskId: string) => post<Task>(`/api/tasks/${encodeURIComponent(taskId)}/cancel`),
+  retryTask: (taskId: string) => post<Task>(`/api/tasks/${encodeURIComponent(taskId)}/retry`),
+  alerts: () => request<Alert[]>('/api/alerts?limit=200'),
+  openAlerts: () => request<Alert[]>('/api/alerts?state=active&unacknowledged=true&limit=1000'),
+  acknowledge: (alertId: number) => post<Alert>(`/api/alerts/${alertId}/ack`),
+  rules: () => request<AlertRule[]>('/api/alert-rules'),
+  createRule: (rule: Partial<AlertRule>) => post<AlertRule>('/api/alert-rules', rule),
+  deleteRule: (ruleId: number) => request<unknown>(`/api/alert-rules/${ruleId}`, { method: 'DELETE' }),
   health: () => request<Health>('/api/health'),
   devices: () => request<Device[]>('/api/devices'),
   device: (id: string) => request<Device>(`/api/devices/${encodeURIComponent(id)}`),

@@ -3,7 +3,7 @@
 // Reconnects with backoff; after a reconnect the device list is re-read, so nothing missed while
 // offline stays stale.
 
-import { api, type Device, type Health, type Reading } from './api';
+import { api, type Device, type Health, type Reading, type Task } from './api';
 import { reconnectDelay } from './backoff';
 
 /** Points kept per device for tile sparklines. */
@@ -21,6 +21,10 @@ class Live {
   /** Incremented on every reading, so pages can follow the stream. */
   readings = $state(0);
   lastReading = $state<Reading | null>(null);
+  /** Incremented on every alert change and task transition, so pages can reload what they show. */
+  alertChanges = $state(0);
+  taskChanges = $state(0);
+  lastTask = $state<Task | null>(null);
   private attempt = 0;
   private started = false;
 
@@ -37,9 +41,11 @@ class Live {
     };
     poll();
     setInterval(poll, HEALTH_EVERY_MS);
+    setInterval(() => this.connection === 'open' && this.refresh().catch(() => {}), 30_000);
   }
 
-  private async refresh() {
+  /** Re-reads the device list (after a change made here, and every 30 s as a safety net). */
+  async refresh() {
     const list = await api.devices();
     const next: Record<string, Device> = {};
     for (const device of list) next[device.id] = device;
@@ -96,6 +102,11 @@ class Live {
     } else if (event.type === 'availability') {
       const device = this.devices[event.data.deviceId];
       if (device) device.online = event.data.online;
+    } else if (event.type === 'alert') {
+      this.alertChanges++;
+    } else if (event.type === 'task') {
+      this.lastTask = event.data as Task;
+      this.taskChanges++;
     } else if (event.type === 'device_discovered') {
       this.refresh().catch(() => {});
     }
