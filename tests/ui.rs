@@ -80,3 +80,36 @@ fn overview_device_page_device_list_claim_commands_and_alerts_work_in_chromium()
         assert!(screenshots.join(page).is_file(), "screenshot {page} saved");
     }
 }
+
+#[test]
+fn a_lan_facing_install_asks_for_the_setup_code_then_a_login_in_chromium() {
+    let (Some(node), Some(chromium)) = (require_tool("node"), require_tool("/usr/bin/chromium")) else { return };
+    let ui = ui_dir();
+    if !ui.join("dist/index.html").is_file() || !ui.join("node_modules/playwright-core").is_dir() {
+        assert!(std::env::var_os("CI").is_none(), "the UI is not built; scripts/setup.sh test builds it");
+        return;
+    }
+    let daemon = Daemon::start_with_config(
+        "[http]\nrequire_login = true\n",
+        &["--simulate", "2", "--ui-dir", ui.join("dist").to_str().unwrap()],
+    );
+    let code = std::fs::read_to_string(daemon.data_dir.join("setup-code")).expect("setup code");
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let output = Command::new(node)
+        .current_dir(&ui)
+        .arg("e2e/login.mjs")
+        .arg(format!("http://{}", daemon.runtime.http))
+        .arg(&screenshots)
+        .arg(code.trim())
+        .env("CHROMIUM", chromium)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "browser checks failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        daemon.log()
+    );
+}

@@ -116,6 +116,8 @@ pub struct MqttConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Whether the API and UI need a login. Empty: only when `listen` is not a loopback address.
+    pub require_login: Option<bool>,
     /// The built web UI (`ui/dist`). Empty: next to the binary in a source tree
     /// (`../../ui/dist`), then `../share/gatehouse/ui`, then `/usr/share/gatehouse/ui`.
     pub ui_dir: Option<PathBuf>,
@@ -289,7 +291,7 @@ impl Default for MqttConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: ([127, 0, 0, 1], 8080).into(), ui_dir: None }
+        HttpConfig { listen: ([127, 0, 0, 1], 8080).into(), require_login: None, ui_dir: None }
     }
 }
 

@@ -332,6 +332,10 @@ impl Gateway {
             configs,
             heard,
             ui_dir: ui_dir.clone(),
+            web_auth: api::WebAuth::load(
+                data_dir.clone(),
+                config.http.require_login.unwrap_or(!http_addr.ip().is_loopback()),
+            ),
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -10,9 +10,12 @@ mod lifecycle;
 mod live;
 mod params;
 mod receivers;
+mod session;
 mod tags;
 mod tasks;
 mod ui;
+
+pub use session::{WebAuth, API_TOKEN_FILE};
 
 pub use ui::locate as locate_ui;
 
@@ -55,6 +58,8 @@ pub struct ApiState {
     pub heard: std::sync::Arc<crate::receivers::HeardBy>,
     /// The built web UI, when there is one.
     pub ui_dir: Option<std::path::PathBuf>,
+    /// Logins and sessions for the API and the UI.
+    pub web_auth: std::sync::Arc<WebAuth>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -101,7 +106,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/broker/accounts/{name}/enable", axum::routing::post(broker::enable_account))
         .route("/api/broker/accounts/{name}/certificate", axum::routing::post(broker::issue_certificate))
         .route("/api/broker/accounts/{name}/disable", axum::routing::post(broker::disable_account))
+        .route("/api/auth", get(session::status))
+        .route("/api/auth/setup", axum::routing::post(session::setup))
+        .route("/api/auth/login", axum::routing::post(session::login))
+        .route("/api/auth/logout", axum::routing::post(session::logout))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), session::guard))
         .with_state(state)
 }
 

@@ -176,7 +176,17 @@ async function request<T>(path: string, init?: RequestInit): Promise<T> {
 
 const post = <T>(path: string, body: unknown = {}) => request<T>(path, { method: 'POST', body: JSON.stringify(body) });
 
+export interface AuthStatus {
+  required: boolean;
+  configured: boolean;
+  authenticated: boolean;
+}
+
 export const api = {
+  auth: () => request<AuthStatus>('/api/auth'),
+  login: (password: string) => post<{ authenticated: boolean }>('/api/auth/login', { password }),
+  setup: (password: string, setupCode: string) => post<{ authenticated: boolean }>('/api/auth/setup', { password, setupCode }),
+  logout: () => post<{ authenticated: boolean }>('/api/auth/logout'),
   claim: (code: string) => post<Device>('/api/claims', { code }),
   approve: (id: string) => post<Device>(`/api/devices/${encodeURIComponent(id)}/approve`),
   pairing: () => request<Pairing>('/api/pairing'),

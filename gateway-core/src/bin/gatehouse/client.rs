@@ -26,12 +26,12 @@ pub struct Api {
 
 impl Api {
     pub fn connect(args: &ApiArgs) -> Result<Api, String> {
+        let mut config = Config::default();
+        config.data_dir = args.data_dir.clone();
+        let data_dir = config.resolved_data_dir();
         let base = match &args.api {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => {
-                let mut config = Config::default();
-                config.data_dir = args.data_dir.clone();
-                let data_dir = config.resolved_data_dir();
                 let runtime = RuntimeInfo::read(&data_dir).ok_or_else(|| {
                     format!(
                         "no running gateway found in {} (start it with `gatehouse run`, or pass --api URL / --data-dir DIR)",
@@ -44,6 +44,12 @@ impl Api {
         let mut headers = reqwest::header::HeaderMap::new();
         // Audit entries record what made each change.
         headers.insert("x-gatehouse-client", reqwest::header::HeaderValue::from_static("cli"));
+        // The local API token (readable only by the gateway's user) stands in for a login.
+        if let Ok(token) = std::fs::read_to_string(data_dir.join(gateway_core::api::API_TOKEN_FILE)) {
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim())) {
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+            }
+        }
         let http = reqwest::Client::builder().default_headers(headers).build().map_err(|e| e.to_string())?;
         Ok(Api { base, http })
     }
