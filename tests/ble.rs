@@ -71,6 +71,17 @@ fn start(bluez: &FakeBluez, config: &str) -> Daemon {
     Daemon::start_with_bluetooth(config, &[], &bluez.address)
 }
 
+/// An adapter, the gateway scanning it with `config`, and a first reading (`sequence`) heard, so
+/// that the tag counts as known.
+async fn scanning_with_a_tag(bluez: &FakeBluez, config: &str, sequence: u16) -> Daemon {
+    bluez.add_adapter();
+    let daemon = start(bluez, config);
+    wait_for_state(&daemon, "scanning").await;
+    assert!(bluez.advertise(TAG, RUUVI, &df5(20.0, sequence), -60));
+    wait_for_reading(&daemon, u64::from(sequence)).await;
+    daemon
+}
+
 #[tokio::test]
 async fn first_and_later_advertisements_arrive_with_their_rssi_and_bad_data_is_counted() {
     let Some(bluez) = FakeBluez::start() else { return };
@@ -123,11 +134,7 @@ async fn first_and_later_advertisements_arrive_with_their_rssi_and_bad_data_is_c
 #[tokio::test]
 async fn a_tag_that_vanishes_is_heard_again_when_it_returns() {
     let Some(bluez) = FakeBluez::start() else { return };
-    bluez.add_adapter();
-    let daemon = start(&bluez, "");
-    wait_for_state(&daemon, "scanning").await;
-    assert!(bluez.advertise(TAG, RUUVI, &df5(20.0, 1), -60));
-    wait_for_reading(&daemon, 1).await;
+    let daemon = scanning_with_a_tag(&bluez, "", 1).await;
 
     // BlueZ forgets a temporary device unseen for 30 s; its return is a new DeviceDiscovered,
     // whose data must be read from the device's properties again.
@@ -141,11 +148,7 @@ async fn a_tag_that_vanishes_is_heard_again_when_it_returns() {
 #[tokio::test]
 async fn scanning_resumes_after_an_adapter_power_cycle() {
     let Some(bluez) = FakeBluez::start() else { return };
-    bluez.add_adapter();
-    let daemon = start(&bluez, "");
-    wait_for_state(&daemon, "scanning").await;
-    assert!(bluez.advertise(TAG, RUUVI, &df5(20.0, 10), -60));
-    wait_for_reading(&daemon, 10).await;
+    let daemon = scanning_with_a_tag(&bluez, "", 10).await;
     let starts_before = bluez.discovery_starts();
 
     bluez.set_powered(false);
@@ -164,11 +167,7 @@ async fn scanning_resumes_after_an_adapter_power_cycle() {
 #[tokio::test]
 async fn the_watchdog_restarts_a_scan_that_bluetoothd_lost() {
     let Some(mut bluez) = FakeBluez::start() else { return };
-    bluez.add_adapter();
-    let daemon = start(&bluez, "[ble]\nwatchdog = \"2s\"\n");
-    wait_for_state(&daemon, "scanning").await;
-    assert!(bluez.advertise(TAG, RUUVI, &df5(20.0, 30), -60));
-    wait_for_reading(&daemon, 30).await;
+    let daemon = scanning_with_a_tag(&bluez, "[ble]\nwatchdog = \"2s\"\n", 30).await;
 
     // A restarted bluetoothd knows no discovery session, and btleplug reports nothing at all.
     bluez.restart_bluetoothd();
@@ -221,11 +220,8 @@ async fn a_wrong_adapter_name_is_reported_with_the_ones_that_exist() {
 #[tokio::test]
 async fn with_d_bus_gone_the_scanner_gives_up_and_the_process_exits_with_an_error() {
     let Some(mut bluez) = FakeBluez::start() else { return };
-    bluez.add_adapter();
-    let mut daemon = start(&bluez, "[ble]\nwatchdog = \"1s\"\nscan_restarts = 1\nmanager_restarts = 1\n");
-    wait_for_state(&daemon, "scanning").await;
-    assert!(bluez.advertise(TAG, RUUVI, &df5(20.0, 50), -60));
-    wait_for_reading(&daemon, 50).await;
+    let mut daemon =
+        scanning_with_a_tag(&bluez, "[ble]\nwatchdog = \"1s\"\nscan_restarts = 1\nmanager_restarts = 1\n", 50).await;
 
     bluez.kill_bus();
     let status = daemon.wait_exit(Duration::from_secs(60));
@@ -301,11 +297,8 @@ async fn local_and_remote_receivers_give_the_same_readings_and_store_a_measureme
 #[tokio::test]
 async fn when_tags_fall_silent_the_scan_is_restarted_but_the_gateway_stays_up() {
     let Some(bluez) = FakeBluez::start() else { return };
-    bluez.add_adapter();
-    let mut daemon = start(&bluez, "[ble]\nwatchdog = \"1s\"\nscan_restarts = 1\nmanager_restarts = 1\n");
-    wait_for_state(&daemon, "scanning").await;
-    assert!(bluez.advertise(TAG, RUUVI, &df5(20.0, 60), -60));
-    wait_for_reading(&daemon, 60).await;
+    let mut daemon =
+        scanning_with_a_tag(&bluez, "[ble]\nwatchdog = \"1s\"\nscan_restarts = 1\nmanager_restarts = 1\n", 60).await;
 
     // The only tag's battery dies: BlueZ is fine and answers every call, so this is no reason
     // to take the broker, the store and the API down.
@@ -329,11 +322,8 @@ async fn when_tags_fall_silent_the_scan_is_restarted_but_the_gateway_stays_up() 
 #[tokio::test]
 async fn an_adapter_switched_off_for_long_stays_off_and_nothing_escalates() {
     let Some(bluez) = FakeBluez::start() else { return };
-    bluez.add_adapter();
-    let daemon = start(&bluez, "[ble]\nwatchdog = \"1s\"\nscan_restarts = 1\nmanager_restarts = 1\n");
-    wait_for_state(&daemon, "scanning").await;
-    assert!(bluez.advertise(TAG, RUUVI, &df5(20.0, 70), -60));
-    wait_for_reading(&daemon, 70).await;
+    let daemon =
+        scanning_with_a_tag(&bluez, "[ble]\nwatchdog = \"1s\"\nscan_restarts = 1\nmanager_restarts = 1\n", 70).await;
     bluez.set_powered(false);
     let restarts = wait_for_state(&daemon, "powered_off").await["recoveries"]["scanRestarts"].clone();
     let starts = bluez.discovery_starts();

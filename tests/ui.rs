@@ -15,17 +15,49 @@ fn ui_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui")
 }
 
+/// Node and Chromium, and the built UI with playwright-core installed.
+struct Browser {
+    node: PathBuf,
+    chromium: PathBuf,
+}
+
+impl Browser {
+    /// `None` (skip) outside CI when something is missing; in CI a missing piece fails the test.
+    fn find() -> Option<Browser> {
+        let (node, chromium) = (require_tool("node")?, require_tool("/usr/bin/chromium")?);
+        let ui = ui_dir();
+        if !ui.join("dist/index.html").is_file() || !ui.join("node_modules/playwright-core").is_dir() {
+            assert!(std::env::var_os("CI").is_none(), "the UI is not built; scripts/setup.sh test builds it");
+            eprintln!("SKIPPED: build the UI first (make test does)");
+            return None;
+        }
+        Some(Browser { node, chromium })
+    }
+
+    /// Runs an e2e script against the daemon; `Err` carries its output and the daemon's log.
+    fn run(&self, script: &str, daemon: &Daemon, screenshots: &Path, extra: &str) -> Result<(), String> {
+        let output = Command::new(&self.node)
+            .current_dir(ui_dir())
+            .arg(script)
+            .arg(format!("http://{}", daemon.runtime.http))
+            .arg(screenshots)
+            .arg(extra)
+            .env("CHROMIUM", &self.chromium)
+            .output()
+            .expect("run node");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        println!("{stdout}");
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!("browser checks failed:\n{stdout}\n{}\n{}", String::from_utf8_lossy(&output.stderr), daemon.log()))
+    }
+}
+
 #[test]
 fn overview_device_page_device_list_claim_commands_and_alerts_work_in_chromium() {
-    let (Some(node), Some(chromium)) = (require_tool("node"), require_tool("/usr/bin/chromium")) else { return };
+    let Some(browser) = Browser::find() else { return };
     let ui = ui_dir();
-    let built = ui.join("dist/index.html");
-    let installed = ui.join("node_modules/playwright-core");
-    if !built.is_file() || !installed.is_dir() {
-        assert!(std::env::var_os("CI").is_none(), "the UI is not built; scripts/setup.sh test builds it");
-        eprintln!("SKIPPED: build the UI first (make test does)");
-        return;
-    }
     // Tags that never fall silent, so that the live chart always gets readings.
     let config = "[simulator]\nsilence_every = \"3650d\"\ndrop_probability = 0.0\n";
     let daemon = Daemon::start_with_config(
@@ -53,21 +85,10 @@ fn overview_device_page_device_list_claim_commands_and_alerts_work_in_chromium()
     std::thread::spawn(move || for _ in lines {});
 
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
-    let output = Command::new(node)
-        .current_dir(&ui)
-        .arg("e2e/ui.mjs")
-        .arg(format!("http://{}", daemon.runtime.http))
-        .arg(&screenshots)
-        .arg(&claim_code)
-        .env("CHROMIUM", chromium)
-        .output()
-        .expect("run node");
+    let result = browser.run("e2e/ui.mjs", &daemon, &screenshots, &claim_code);
     let _ = device.kill();
     let _ = device.wait();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(output.status.success(), "browser checks failed:\n{stdout}\n{stderr}\n{}", daemon.log());
+    result.unwrap_or_else(|failure| panic!("{failure}"));
     for page in [
         "overview.png",
         "overview-800x480-dark.png",
@@ -83,33 +104,13 @@ fn overview_device_page_device_list_claim_commands_and_alerts_work_in_chromium()
 
 #[test]
 fn a_lan_facing_install_asks_for_the_setup_code_then_a_login_in_chromium() {
-    let (Some(node), Some(chromium)) = (require_tool("node"), require_tool("/usr/bin/chromium")) else { return };
+    let Some(browser) = Browser::find() else { return };
     let ui = ui_dir();
-    if !ui.join("dist/index.html").is_file() || !ui.join("node_modules/playwright-core").is_dir() {
-        assert!(std::env::var_os("CI").is_none(), "the UI is not built; scripts/setup.sh test builds it");
-        return;
-    }
     let daemon = Daemon::start_with_config(
         "[http]\nrequire_login = true\n",
         &["--simulate", "2", "--ui-dir", ui.join("dist").to_str().unwrap()],
     );
     let code = std::fs::read_to_string(daemon.data_dir.join("setup-code")).expect("setup code");
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
-    let output = Command::new(node)
-        .current_dir(&ui)
-        .arg("e2e/login.mjs")
-        .arg(format!("http://{}", daemon.runtime.http))
-        .arg(&screenshots)
-        .arg(code.trim())
-        .env("CHROMIUM", chromium)
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "browser checks failed:\n{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        daemon.log()
-    );
+    browser.run("e2e/login.mjs", &daemon, &screenshots, code.trim()).unwrap_or_else(|failure| panic!("{failure}"));
 }
