@@ -132,6 +132,33 @@ try {
     await page.screenshot({ path: `${out}/alerts.png`, fullPage: true });
   }
 
+  // Manage a tag: adopt it with a name and a temperature offset; the overview shows the name.
+  await page.goto(`${base}/#/device/${encodeURIComponent(firstDevice)}`);
+  await page.waitForSelector('[data-testid=manage]');
+  await page.fill('[data-testid=manage-name]', 'Freezer door');
+  await page.getByLabel('Temperature offset (°C)').fill('1.5');
+  await page.locator('[data-testid=manage]').getByRole('button', { name: /Adopt|Save/ }).click();
+  await page.waitForSelector('[data-testid=manage-result]');
+  check((await page.locator('[data-testid=manage-result]').innerText()) === 'Saved.', 'a tag is adopted with a name and an offset');
+  await page.reload();
+  await page.waitForSelector('[data-testid=manage]');
+  check((await page.getByLabel('Temperature offset (°C)').inputValue()) === '1.5', 'the offset is shown again after a reload');
+  await page.goto(`${base}/#/`);
+  await page.waitForSelector(`[data-testid=tile][data-device="${firstDevice}"]`);
+  check((await page.locator(`[data-testid=tile][data-device="${firstDevice}"]`).innerText()).includes('Freezer door'), 'the overview shows the new name');
+
+  // Broker: connected clients, a new account's secret shown once, provisioning credentials.
+  await page.goto(`${base}/#/broker`);
+  await page.waitForSelector('[data-testid=account]');
+  await page.fill('[data-testid=account-name]', 'kitchen-gw');
+  await page.selectOption('[data-testid=account-role]', 'receiver');
+  await page.click('[data-testid=account-create]');
+  await page.waitForSelector('[data-testid=account-secret]');
+  check(/[0-9a-f]{20,}/.test(await page.locator('[data-testid=account-secret] code').innerText()), 'a new account\'s password is shown once');
+  check((await page.locator('[data-testid=account]').allInnerTexts()).some((t) => t.includes('kitchen-gw')), 'the account is listed');
+  if (claimCode) check((await page.locator('[data-testid=client]').allInnerTexts()).some((t) => t.includes('ui-demo')), 'the claimed device is among the connected clients');
+  await page.screenshot({ path: `${out}/broker.png`, fullPage: true });
+
   check(errors.length === 0, `no errors in the browser console (${errors.join('; ')})`);
 } finally {
   await browser.close();

@@ -83,6 +83,8 @@ pub struct DeviceRecord {
     /// The device has connected with its own credentials since it was claimed.
     pub credentials_confirmed: bool,
     pub room: Option<String>,
+    /// Bluetooth tags: offsets applied before derived values (`null` when none are set).
+    pub calibration: Option<serde_json::Value>,
 }
 
 /// Access for the API and the admin modules. Cheap to clone; queries run on a blocking thread.
@@ -146,8 +148,8 @@ impl Store {
 
 pub(crate) const DEVICE_SELECT: &str = "SELECT id, kind, mac, name, state, first_seen, last_seen, last_rssi, \
      last_receiver, data_format, last_reading, site, device_type, model, manufacturer, firmware, hardware, \
-     capabilities, registered_at, via_pairing, claimed_by, claimed_at, claimed_from, credentials_confirmed, room \
-     FROM devices";
+     capabilities, registered_at, via_pairing, claimed_by, claimed_at, claimed_from, credentials_confirmed, room, \
+     calibration FROM devices";
 
 pub(crate) fn device_from_row(row: &rusqlite::Row) -> rusqlite::Result<DeviceRecord> {
     let last_reading: Option<String> = row.get(10)?;
@@ -178,5 +180,6 @@ pub(crate) fn device_from_row(row: &rusqlite::Row) -> rusqlite::Result<DeviceRec
         claimed_from: row.get(22)?,
         credentials_confirmed: row.get(23)?,
         room: row.get(24)?,
+        calibration: row.get::<_, Option<String>>(25)?.and_then(|json| serde_json::from_str(&json).ok()),
     })
 }

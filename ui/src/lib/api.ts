@@ -31,6 +31,7 @@ export interface Device {
   manufacturer?: string | null;
   firmware?: string | null;
   viaPairing?: boolean;
+  calibration?: Calibration | null;
   capabilities?: { commands?: CommandSpec[]; telemetry?: { name: string; unit?: string; type: string }[] } | null;
 }
 
@@ -176,6 +177,47 @@ async function request<T>(path: string, init?: RequestInit): Promise<T> {
 
 const post = <T>(path: string, body: unknown = {}) => request<T>(path, { method: 'POST', body: JSON.stringify(body) });
 
+export interface BrokerClient {
+  clientId: string;
+  username: string | null;
+  role: string | null;
+  address: string;
+  transport: string;
+  protocol: string;
+  connectedAt: number;
+  publishesIn: number;
+  publishesOut: number;
+  denied: number;
+  throttled: number;
+  dropped: number;
+  publishRateIn: number;
+  publishRateOut: number;
+}
+
+export interface Account {
+  username: string;
+  role: string;
+  site: string;
+  enabled: boolean;
+  description?: string | null;
+  rules?: { filter: string; access: string }[];
+  createdAt: number;
+}
+
+export interface Provisioning {
+  username: string;
+  password: string;
+  site: string;
+  registerTopic: string;
+  replyTopic: string;
+}
+
+export interface Calibration {
+  temperature: number;
+  humidity: number;
+  pressure: number;
+}
+
 export interface AuthStatus {
   required: boolean;
   configured: boolean;
@@ -184,6 +226,26 @@ export interface AuthStatus {
 
 export const api = {
   auth: () => request<AuthStatus>('/api/auth'),
+  clients: () => request<BrokerClient[]>('/api/broker/clients'),
+  accounts: () => request<Account[]>('/api/broker/accounts'),
+  createAccount: (username: string, role: string, description: string) =>
+    post<{ account: Account; password: string }>('/api/broker/accounts', { username, role, description: description || undefined }),
+  deleteAccount: (name: string) => request<unknown>(`/api/broker/accounts/${encodeURIComponent(name)}`, { method: 'DELETE' }),
+  provisioning: () => request<Provisioning>('/api/provisioning'),
+  // Empty name or room: left as they are (the API refuses empty strings).
+  rename: (id: string, name: string, room: string) =>
+    request<Device>(`/api/devices/${encodeURIComponent(id)}`, {
+      method: 'PATCH',
+      body: JSON.stringify({ name: name.trim() || undefined, room: room.trim() || undefined }),
+    }),
+  adopt: (id: string, name: string, room: string, calibration: Calibration) =>
+    post<Device>(`/api/devices/${encodeURIComponent(id)}/adopt`, {
+      name: name.trim() || undefined,
+      room: room.trim() || undefined,
+      calibration,
+    }),
+  tagAction: (id: string, action: 'ignore' | 'block' | 'unblock' | 'deactivate') =>
+    post<Device>(`/api/devices/${encodeURIComponent(id)}/${action}`),
   login: (password: string) => post<{ authenticated: boolean }>('/api/auth/login', { password }),
   setup: (password: string, setupCode: string) => post<{ authenticated: boolean }>('/api/auth/setup', { password, setupCode }),
   logout: () => post<{ authenticated: boolean }>('/api/auth/logout'),
