@@ -114,3 +114,53 @@ fn a_lan_facing_install_asks_for_the_setup_code_then_a_login_in_chromium() {
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     browser.run("e2e/login.mjs", &daemon, &screenshots, code.trim()).unwrap_or_else(|failure| panic!("{failure}"));
 }
+
+#[test]
+fn the_ui_shows_an_offline_banner_and_reconnects_when_the_gateway_comes_back() {
+    let Some(browser) = Browser::find() else { return };
+    let ui = ui_dir();
+    let config = "[simulator]\nsilence_every = \"3650d\"\ndrop_probability = 0.0\n";
+    let mut daemon = Daemon::start_with_config(
+        config,
+        &["--simulate", "3", "--seed", "5", "--ui-dir", ui.join("dist").to_str().unwrap()],
+    );
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let mut node = Command::new(&browser.node)
+        .current_dir(&ui)
+        .arg("e2e/offline.mjs")
+        .arg(format!("http://{}", daemon.runtime.http))
+        .arg(&screenshots)
+        .env("CHROMIUM", &browser.chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut transcript = String::new();
+    let mut wait_for = |word: &str, transcript: &mut String| loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                eprintln!("browser: {line}");
+                transcript.push_str(&line);
+                transcript.push('\n');
+                if line == word {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
+    };
+    use std::io::Write as _;
+    assert!(wait_for("READY", &mut transcript), "{transcript}");
+    daemon.kill();
+    writeln!(stdin, "DOWN").unwrap();
+    assert!(wait_for("BANNER", &mut transcript), "{transcript}");
+    daemon.start_again();
+    writeln!(stdin, "UP").unwrap();
+    let finished = wait_for("DONE", &mut transcript);
+    drop(stdin);
+    let status = node.wait().unwrap();
+    println!("{transcript}");
+    assert!(finished && status.success(), "browser checks failed:\n{transcript}\n{}", daemon.log());
+}

@@ -279,7 +279,17 @@ impl Daemon {
     /// `kill -9`, then start again on the same data directory and the same ports, so running
     /// devices reconnect by themselves.
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// `kill -9`, leaving it down until [`Daemon::start_again`].
+    pub fn kill(&mut self) {
         self.stop_with(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5));
+    }
+
+    /// Starts a killed or stopped daemon again on the same data directory and the same ports.
+    pub fn start_again(&mut self) {
         self.fixed = Some(self.runtime.clone());
         self.spawn();
     }
