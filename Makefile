@@ -40,3 +40,11 @@ bench-tasks:
 	./scripts/setup.sh run
 	$(CARGO) build --release -p gateway-core --bin gatehouse --bin gatehouse-taskbench
 	./target/release/gatehouse-taskbench $(ARGS)
+
+# The web UI's performance budget in headless Chromium: a 100,000-point uPlot draw, the overview
+# with 100 simulated tags updating every second, first render (docs/benchmarks.md).
+.PHONY: bench-ui
+bench-ui:
+	./scripts/setup.sh test
+	$(CARGO) build --release -p gateway-core --bin gatehouse
+	bash -c 'dir=$$(mktemp -d); ./target/release/gatehouse run --data-dir "$$dir" --no-ble --simulate 100 --seed 1 --http 127.0.0.1:18180 --mqtt 127.0.0.1:0 --mqtt-tls off --mqtt-ws off --mqtt-wss off --ui-dir ui/dist >"$$dir/log" 2>&1 & pid=$$!; sleep 3; (cd ui && node e2e/bench.mjs http://127.0.0.1:18180); status=$$?; kill $$pid; exit $$status'
