@@ -218,6 +218,16 @@ export interface Calibration {
   pressure: number;
 }
 
+export interface DeviceConfig {
+  deviceId: string;
+  desired: Record<string, unknown>;
+  version: number;
+  updatedAt: number;
+  sentAt: number | null;
+  reported: { version: number; status: string; message?: string | null; at: number } | null;
+  inSync: boolean;
+}
+
 export interface AuthStatus {
   required: boolean;
   configured: boolean;
@@ -226,6 +236,9 @@ export interface AuthStatus {
 
 export const api = {
   auth: () => request<AuthStatus>('/api/auth'),
+  config: (id: string) => request<DeviceConfig>(`/api/devices/${encodeURIComponent(id)}/config`),
+  setConfig: (id: string, desired: Record<string, unknown>) =>
+    request<DeviceConfig>(`/api/devices/${encodeURIComponent(id)}/config`, { method: 'PUT', body: JSON.stringify(desired) }),
   clients: () => request<BrokerClient[]>('/api/broker/clients'),
   accounts: () => request<Account[]>('/api/broker/accounts'),
   createAccount: (username: string, role: string, description: string) =>

@@ -24,6 +24,7 @@ class Live {
   /** Incremented on every alert change and task transition, so pages can reload what they show. */
   alertChanges = $state(0);
   taskChanges = $state(0);
+  configChanges = $state(0);
   lastTask = $state<Task | null>(null);
   private attempt = 0;
   private started = false;
@@ -102,6 +103,8 @@ class Live {
     } else if (event.type === 'availability') {
       const device = this.devices[event.data.deviceId];
       if (device) device.online = event.data.online;
+    } else if (event.type === 'config') {
+      this.configChanges++;
     } else if (event.type === 'alert') {
       this.alertChanges++;
     } else if (event.type === 'task') {
