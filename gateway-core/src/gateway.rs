@@ -309,6 +309,7 @@ impl Gateway {
         })?;
         let http_addr = http_listener.local_addr()?;
         let ui_dir = api::locate_ui(config.http.ui_dir.as_deref());
+        let login_required = config.http.require_login.unwrap_or(!http_addr.ip().is_loopback());
         match &ui_dir {
             Some(dir) => tracing::info!(dir = %dir.display(), "serving the web UI"),
             None => tracing::warn!("the web UI is not built (ui/dist); build it with `make run`, or pass --ui-dir"),
@@ -332,10 +333,8 @@ impl Gateway {
             configs,
             heard,
             ui_dir: ui_dir.clone(),
-            web_auth: api::WebAuth::load(
-                data_dir.clone(),
-                config.http.require_login.unwrap_or(!http_addr.ip().is_loopback()),
-            ),
+            web_auth: api::WebAuth::load(data_dir.clone(), login_required),
+            settings: Arc::new(api::settings_summary(&config, &data_dir, login_required)),
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

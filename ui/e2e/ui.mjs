@@ -168,6 +168,17 @@ try {
   if (claimCode) check((await page.locator('[data-testid=client]').allInnerTexts()).some((t) => t.includes('ui-demo')), 'the claimed device is among the connected clients');
   await page.screenshot({ path: `${out}/broker.png`, fullPage: true });
 
+  // Settings: the running configuration, and the whole database as a download.
+  await page.goto(`${base}/#/settings`);
+  await page.waitForSelector('[data-testid=settings]');
+  check((await page.locator('[data-testid=settings]').innerText()).includes('home'), 'the settings page shows the site');
+  const exported = page.waitForEvent('download');
+  await page.click('[data-testid=export]');
+  const file = await (await exported).path();
+  const { statSync, readFileSync } = await import('node:fs');
+  check(statSync(file).size > 4096 && readFileSync(file).subarray(0, 15).toString() === 'SQLite format 3', 'the data export downloads an SQLite database');
+  await page.screenshot({ path: `${out}/settings.png`, fullPage: true });
+
   check(errors.length === 0, `no errors in the browser console (${errors.join('; ')})`);
 } finally {
   await browser.close();

@@ -11,11 +11,13 @@ mod live;
 mod params;
 mod receivers;
 mod session;
+mod settings;
 mod tags;
 mod tasks;
 mod ui;
 
 pub use session::{WebAuth, API_TOKEN_FILE};
+pub use settings::summary as settings_summary;
 
 pub use ui::locate as locate_ui;
 
@@ -60,6 +62,8 @@ pub struct ApiState {
     pub ui_dir: Option<std::path::PathBuf>,
     /// Logins and sessions for the API and the UI.
     pub web_auth: std::sync::Arc<WebAuth>,
+    /// The running configuration, for the settings page (no secrets).
+    pub settings: std::sync::Arc<serde_json::Value>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -106,6 +110,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/broker/accounts/{name}/enable", axum::routing::post(broker::enable_account))
         .route("/api/broker/accounts/{name}/certificate", axum::routing::post(broker::issue_certificate))
         .route("/api/broker/accounts/{name}/disable", axum::routing::post(broker::disable_account))
+        .route("/api/settings", get(settings::get))
+        .route("/api/export/database", get(settings::export_database))
         .route("/api/auth", get(session::status))
         .route("/api/auth/setup", axum::routing::post(session::setup))
         .route("/api/auth/login", axum::routing::post(session::login))

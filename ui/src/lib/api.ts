@@ -236,6 +236,7 @@ export interface AuthStatus {
 
 export const api = {
   auth: () => request<AuthStatus>('/api/auth'),
+  settings: () => request<Record<string, any>>('/api/settings'),
   config: (id: string) => request<DeviceConfig>(`/api/devices/${encodeURIComponent(id)}/config`),
   setConfig: (id: string, desired: Record<string, unknown>) =>
     request<DeviceConfig>(`/api/devices/${encodeURIComponent(id)}/config`, { method: 'PUT', body: JSON.stringify(desired) }),
