@@ -138,6 +138,12 @@ try {
     await page.locator('[data-testid=alert]').first().getByRole('button', { name: 'Acknowledge' }).click();
     await page.waitForFunction(() => document.body.innerText.includes('acknowledged'));
     check(true, 'an alert is acknowledged');
+    await page.goto(`${base}/#/`);
+    await page.waitForSelector('[data-testid=tile-alerts]', { timeout: 15_000 });
+    check(true, 'tiles of devices with open alerts carry a badge');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: `${out}/overview-phone.png`, fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 800 });
     await page.screenshot({ path: `${out}/alerts.png`, fullPage: true });
   }
 

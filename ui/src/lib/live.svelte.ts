@@ -25,6 +25,8 @@ class Live {
   alertChanges = $state(0);
   taskChanges = $state(0);
   configChanges = $state(0);
+  /** Open (active, unacknowledged) alerts per device, for the tiles' badges. */
+  openAlerts = $state<Record<string, { count: number; worst: string }>>({});
   lastTask = $state<Task | null>(null);
   private attempt = 0;
   private started = false;
@@ -45,6 +47,17 @@ class Live {
     setInterval(() => this.connection === 'open' && this.refresh().catch(() => {}), 30_000);
   }
 
+  async loadAlerts() {
+    const rank: Record<string, number> = { info: 0, warning: 1, critical: 2 };
+    const next: Record<string, { count: number; worst: string }> = {};
+    for (const alert of await api.openAlerts().catch(() => [])) {
+      const entry = (next[alert.deviceId] ??= { count: 0, worst: 'info' });
+      entry.count++;
+      if (rank[alert.severity] > rank[entry.worst]) entry.worst = alert.severity;
+    }
+    this.openAlerts = next;
+  }
+
   /** Re-reads the device list (after a change made here, and every 30 s as a safety net). */
   async refresh() {
     const list = await api.devices();
@@ -60,6 +73,7 @@ class Live {
     socket.onopen = async () => {
       this.attempt = 0;
       this.connection = 'open';
+      this.loadAlerts();
       try {
         await this.refresh();
       } catch {
@@ -107,6 +121,7 @@ class Live {
       this.configChanges++;
     } else if (event.type === 'alert') {
       this.alertChanges++;
+      this.loadAlerts();
     } else if (event.type === 'task') {
       this.lastTask = event.data as Task;
       this.taskChanges++;
