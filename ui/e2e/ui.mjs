@@ -101,6 +101,9 @@ try {
     await page.waitForSelector('[data-testid=claim-result].ok');
     check((await page.locator('[data-testid=claim-result]').innerText()).includes('now active'), 'the right code activates the device');
     await page.screenshot({ path: `${out}/claim.png`, fullPage: true });
+    await page.goto(`${base}/#/`);
+    await page.waitForSelector('[data-testid=tile][data-device=ui-demo] [data-field=temperature]', { timeout: 20_000 });
+    check(!(await page.locator('[data-testid=tile][data-device=ui-demo]').getAttribute('class')).includes('offline'), 'the claimed LAN device is online on the overview with its telemetry');
 
     // Commands: the form generated from the device's schema sends a task; the timeline shows it
     // reach succeeded, transition by transition.

@@ -39,8 +39,10 @@ export function ago(ts: number | null | undefined, now: number = Date.now()): st
 }
 
 /** The fields worth a tile and a chart for a device kind. */
-export function mainFields(kind: string): string[] {
-  return kind === 'ruuvi_air' ? ['CO2', 'PM2.5', 'temperature', 'humidity'] : ['temperature', 'humidity', 'pressure', 'voltage'];
+export function mainFields(kind: string, declared: string[] = []): string[] {
+  if (kind === 'ruuvi_air') return ['CO2', 'PM2.5', 'temperature', 'humidity'];
+  if (kind === 'ruuvi_tag') return ['temperature', 'humidity', 'pressure', 'voltage'];
+  return declared.length ? declared : ['temperature', 'humidity', 'pressure', 'voltage'];
 }
 
 /** A CSV of a history response: one row per bucket, avg/min/max per field. */

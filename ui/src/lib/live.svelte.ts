@@ -94,8 +94,12 @@ class Live {
     } catch {
       return;
     }
-    if (event.type === 'reading') {
-      const reading = event.data as Reading;
+    if (event.type === 'reading' || event.type === 'telemetry') {
+      // LAN telemetry: the device's own message, with its declared fields, shown like a reading.
+      const reading =
+        event.type === 'reading'
+          ? (event.data as Reading)
+          : ({ ...(event.data.raw ?? {}), ...Object.fromEntries(event.data.values ?? []), ts: event.data.ts, deviceId: event.data.deviceId } as Reading);
       const device = this.devices[reading.deviceId];
       if (device) {
         device.lastReading = reading;
@@ -106,7 +110,7 @@ class Live {
         // A tag heard for the first time: its record follows from the list.
         this.refresh().catch(() => {});
       }
-      const field = device?.kind === 'ruuvi_air' ? 'CO2' : 'temperature';
+      const field = device?.kind === 'ruuvi_air' ? 'CO2' : typeof reading.temperature === 'number' ? 'temperature' : (Object.keys(reading).find((k) => typeof reading[k] === 'number' && k !== 'ts') ?? 'temperature');
       const value = reading[field];
       if (typeof value === 'number') {
         const points = [...(this.spark[reading.deviceId] ?? []), value];
@@ -114,6 +118,12 @@ class Live {
       }
       this.lastReading = reading;
       this.readings++;
+    } else if (event.type === 'client_connected' || event.type === 'client_disconnected') {
+      const client = event.type === 'client_connected' ? event.data : event.data.client;
+      const device = client?.role === 'device' ? this.devices[client.clientId] : undefined;
+      if (device) device.online = event.type === 'client_connected';
+    } else if (event.type === 'device_lifecycle') {
+      this.refresh().catch(() => {});
     } else if (event.type === 'availability') {
       const device = this.devices[event.data.deviceId];
       if (device) device.online = event.data.online;
