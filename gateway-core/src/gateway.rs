@@ -335,6 +335,7 @@ impl Gateway {
             ui_dir: ui_dir.clone(),
             web_auth: api::WebAuth::load(data_dir.clone(), login_required),
             settings: Arc::new(api::settings_summary(&config, &data_dir, login_required)),
+            config: Arc::new(config.clone()),
         });
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {

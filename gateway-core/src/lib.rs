@@ -29,3 +29,4 @@ pub mod store;
 pub mod tags;
 pub mod tasks;
 pub mod topics;
+pub mod ui_settings;

@@ -27,7 +27,9 @@ try {
   // Failed requests are judged by URL below; the wrong claim code is meant to be refused.
   page.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') && errors.push(m.text()));
   // A device with no configuration yet answers 404 no_config; the page shows "nothing yet".
-  const expected = (r) => r.url().endsWith('/api/claims') || (r.status() === 404 && r.url().endsWith('/config'));
+  // A wrong claim code and a bad setting are refused on purpose below.
+  const expected = (r) =>
+    r.url().endsWith('/api/claims') || (r.status() === 404 && r.url().endsWith('/config')) || (r.status() === 400 && r.url().endsWith('/api/settings'));
   page.on('response', (r) => r.status() >= 400 && !expected(r) && errors.push(`${r.status()} ${r.url()}`));
 
   // Overview: the simulated tags appear as tiles, and their values change live.
@@ -186,6 +188,14 @@ try {
   const file = await (await exported).path();
   const { statSync, readFileSync } = await import('node:fs');
   check(statSync(file).size > 4096 && readFileSync(file).subarray(0, 15).toString() === 'SQLite format 3', 'the data export downloads an SQLite database');
+  await page.fill('[data-testid=settings-retention]', 'soon');
+  await page.locator('[data-testid=settings-form]').getByRole('button', { name: 'Save' }).click();
+  await page.waitForSelector('[data-testid=settings-result].bad');
+  check((await page.locator('[data-testid=settings-result]').innerText()).includes('retention'), 'a bad setting is refused, naming it');
+  await page.fill('[data-testid=settings-retention]', '30d');
+  await page.locator('[data-testid=settings-form]').getByRole('button', { name: 'Save' }).click();
+  await page.waitForSelector('[data-testid=settings-result].ok');
+  check((await page.locator('[data-testid=settings-pending]').innerText()).includes('30d'), 'a saved setting waits for the next start and says so');
   await page.screenshot({ path: `${out}/settings.png`, fullPage: true });
 
   check(errors.length === 0, `no errors in the browser console (${errors.join('; ')})`);

@@ -64,6 +64,8 @@ pub struct ApiState {
     pub web_auth: std::sync::Arc<WebAuth>,
     /// The running configuration, for the settings page (no secrets).
     pub settings: std::sync::Arc<serde_json::Value>,
+    /// The configuration the gateway started with (to check settings changes against).
+    pub config: std::sync::Arc<crate::config::Config>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -110,7 +112,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/broker/accounts/{name}/enable", axum::routing::post(broker::enable_account))
         .route("/api/broker/accounts/{name}/certificate", axum::routing::post(broker::issue_certificate))
         .route("/api/broker/accounts/{name}/disable", axum::routing::post(broker::disable_account))
-        .route("/api/settings", get(settings::get))
+        .route("/api/settings", get(settings::get).put(settings::put))
         .route("/api/export/database", get(settings::export_database))
         .route("/api/auth", get(session::status))
         .route("/api/auth/setup", axum::routing::post(session::setup))

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
 use crate::config::Config;
+use crate::ui_settings::UiSettings;
 
 /// What the settings page shows; built once at start. Secrets are never part of it.
 pub fn summary(config: &Config, data_dir: &std::path::Path, login_required: bool) -> Value {
@@ -52,7 +53,24 @@ fn days_or_exact(duration: std::time::Duration) -> String {
 }
 
 pub async fn get(State(state): State<ApiState>) -> Json<Value> {
-    Json((*state.settings).clone())
+    let mut settings = (*state.settings).clone();
+    // Saved in the UI but not applied yet (they take effect at the next start).
+    settings["saved"] = serde_json::to_value(UiSettings::load(&state.data_dir).ok().flatten()).unwrap_or_default();
+    Json(settings)
+}
+
+type SettingsBody = Result<Json<UiSettings>, axum::extract::rejection::JsonRejection>;
+
+/// `PUT /api/settings`: checks and saves settings for the next start.
+pub async fn put(State(state): State<ApiState>, body: SettingsBody) -> Result<Json<Value>, ApiError> {
+    let Json(change) = body.map_err(|e| ApiError::bad_request("invalid_settings", e.body_text()))?;
+    let saved = UiSettings::load(&state.data_dir).map_err(internal)?.unwrap_or_default();
+    let next = change.merged_over(&saved);
+    let mut check = (*state.config).clone();
+    next.apply(&mut check).map_err(|e| ApiError::bad_request("invalid_settings", e))?;
+    next.save(&state.data_dir).map_err(internal)?;
+    tracing::info!(settings = ?next, "settings saved from the web UI; they apply at the next start");
+    Ok(Json(json!({"saved": next, "restartRequired": true})))
 }
 
 pub async fn export_database(State(state): State<ApiState>) -> Result<Response, ApiError> {

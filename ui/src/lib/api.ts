@@ -237,6 +237,8 @@ export interface AuthStatus {
 export const api = {
   auth: () => request<AuthStatus>('/api/auth'),
   settings: () => request<Record<string, any>>('/api/settings'),
+  saveSettings: (change: Record<string, unknown>) =>
+    request<{ saved: Record<string, unknown>; restartRequired: boolean }>('/api/settings', { method: 'PUT', body: JSON.stringify(change) }),
   config: (id: string) => request<DeviceConfig>(`/api/devices/${encodeURIComponent(id)}/config`),
   setConfig: (id: string, desired: Record<string, unknown>) =>
     request<DeviceConfig>(`/api/devices/${encodeURIComponent(id)}/config`, { method: 'PUT', body: JSON.stringify(desired) }),

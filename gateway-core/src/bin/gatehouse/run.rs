@@ -110,6 +110,20 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     };
     args.apply(&mut config);
+    // What was last chosen in the web UI's settings page.
+    match gateway_core::ui_settings::UiSettings::load(&config.resolved_data_dir()) {
+        Ok(Some(settings)) => {
+            if let Err(error) = settings.apply(&mut config) {
+                eprintln!("gatehouse: a setting saved from the web UI is invalid ({error}); fix or delete the file");
+                return ExitCode::from(2);
+            }
+        }
+        Ok(None) => {}
+        Err(error) => {
+            eprintln!("gatehouse: cannot read the settings saved from the web UI: {error}");
+            return ExitCode::from(2);
+        }
+    }
     if let Err(error) = config.validate() {
         eprintln!("gatehouse: {error}");
         return ExitCode::from(2);
