@@ -52,6 +52,19 @@ try {
   check(/online/.test(status) && /BLE disabled/.test(status), `the header shows gateway and Bluetooth status (${status.replace(/\n/g, ' ')})`);
   await page.screenshot({ path: `${out}/overview.png`, fullPage: true });
 
+  // Keyboard only: Tab reaches a tile, Enter opens its device page.
+  let onTile = false;
+  for (let i = 0; i < 20 && !onTile; i++) {
+    await page.keyboard.press('Tab');
+    onTile = await page.evaluate(() => document.activeElement?.getAttribute('data-testid') === 'tile');
+  }
+  check(onTile, 'Tab reaches the device tiles');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => location.hash.startsWith('#/device/'));
+  check(true, 'Enter on a tile opens the device page');
+  await page.goto(base);
+  await page.waitForSelector('[data-testid=tile]');
+
   // The same at the Raspberry Pi touchscreen's size, in the dark theme.
   await page.setViewportSize({ width: 800, height: 480 });
   await page.selectOption('select[aria-label=Theme]', 'dark');
@@ -69,6 +82,10 @@ try {
   check(true, 'the live chart scrolls with new readings');
   const receivers = await page.locator('[data-testid=receiver]').allInnerTexts();
   check(receivers.some((r) => r.includes('simulator')), `the receivers table lists the simulator (${receivers.length})`);
+  const panned = page.waitForRequest((r) => r.url().includes('/readings?') && !r.url().includes('to=now'));
+  await page.click('[data-testid=pan-earlier]');
+  check(new URL((await panned).url()).searchParams.get('to') !== 'now', 'panning asks the gateway for an earlier window');
+  await page.getByRole('button', { name: '1 h' }).click();
   const download = page.waitForEvent('download');
   await page.getByRole('button', { name: 'Export CSV' }).click();
   const csv = await download;
