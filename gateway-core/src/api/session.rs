@@ -28,6 +28,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{same_origin, ApiError, ApiState};
+use crate::auth::constant_time_eq;
 use crate::lockout::{LockoutPolicy, Lockouts};
 
 const COOKIE: &str = "gatehouse_session";
@@ -47,7 +48,8 @@ pub struct WebAuth {
     data_dir: PathBuf,
     password_hash: Mutex<Option<String>>,
     setup_code: String,
-    api_token: String,
+    /// SHA-256 of this start's local API token (the token itself is only in its file).
+    api_token_digest: [u8; 32],
     sessions: Mutex<HashMap<[u8; 32], Instant>>,
     failures: Mutex<Lockouts>,
 }
@@ -77,7 +79,7 @@ impl WebAuth {
             data_dir,
             password_hash: Mutex::new(password_hash),
             setup_code,
-            api_token,
+            api_token_digest: Sha256::digest(api_token.as_bytes()).into(),
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(Lockouts::default()),
         })
@@ -91,10 +93,8 @@ impl WebAuth {
         let bearer =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if let Some(token) = bearer {
-            let (a, b): ([u8; 32], [u8; 32]) =
-                (Sha256::digest(token.trim().as_bytes()).into(), Sha256::digest(self.api_token.as_bytes()).into());
-            // Compared as digests: equal length, and no early exit on the first differing byte.
-            return a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+            let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+            return constant_time_eq(&digest, &self.api_token_digest);
         }
         let Some(token) = session_cookie(headers) else { return false };
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();

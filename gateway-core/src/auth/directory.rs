@@ -372,7 +372,8 @@ fn admit(identity: Identity, client_id: &str) -> Result<Authenticated, AuthError
     Ok(Authenticated { identity, acl })
 }
 
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+/// Compares two digests without an early exit on the first differing byte.
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

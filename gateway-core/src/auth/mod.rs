@@ -9,6 +9,7 @@ mod directory;
 pub mod password;
 
 pub use acl::{Access, Acl, Rule};
+pub(crate) use directory::constant_time_eq;
 pub use directory::{AuthError, Authenticated, Directory, DirectoryError, NewIdentity};
 
 use serde::{Deserialize, Serialize};
