@@ -147,6 +147,10 @@ impl BleStatus {
         self.with(|s| s.state)
     }
 
+    pub fn last_advert_at(&self) -> Option<i64> {
+        self.with(|s| s.last_advert_at)
+    }
+
     pub(crate) fn set_adapter(&self, adapter: Option<String>) {
         self.with(|s| s.adapter = adapter);
     }

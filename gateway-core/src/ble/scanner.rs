@@ -280,7 +280,7 @@ impl Session {
                     match watchdog.check(now_ms()) {
                         Action::Nothing => {}
                         Action::RestartScan => {
-                            let quiet = self.status.report().last_advert_at.map(|at| (now_ms() - at) / 1000);
+                            let quiet = self.status.last_advert_at().map(|at| (now_ms() - at) / 1000);
                             tracing::warn!(adapter = %self.adapter_name, quiet_seconds = ?quiet, "no Ruuvi advertisement for too long; restarting the scan");
                             self.status.recovered(|r| r.scan_restarts += 1);
                             self.status.set_state(ScannerState::Recovering, "no Ruuvi data for too long; restarting the scan");

@@ -91,11 +91,6 @@ impl Watchdog {
         self.quiet_since = Some(now_ms);
         action
     }
-
-    /// How long the scan has been without data, for the status report.
-    pub fn quiet_for_ms(&self, now_ms: i64) -> Option<i64> {
-        self.quiet_since.map(|since| now_ms - since)
-    }
 }
 
 #[cfg(test)]
@@ -188,13 +183,5 @@ mod tests {
             (250_000, false, RestartScan),
             (310_000, false, NewManager),
         ]);
-    }
-
-    #[test]
-    fn reports_how_long_it_has_been_quiet() {
-        let mut dog = Watchdog::new(POLICY);
-        assert_eq!(dog.quiet_for_ms(5), None);
-        dog.ruuvi_heard(1_000);
-        assert_eq!(dog.quiet_for_ms(4_000), Some(3_000));
     }
 }

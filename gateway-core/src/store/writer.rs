@@ -94,6 +94,20 @@ pub fn spawn_writer(
     Ok(WriterHandle { collector, thread })
 }
 
+/// Sleeps until `at`; forever when there is no deadline.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When the idle batch that refreshes the device rows is due: just after the writer's refresh
+/// interval has passed since the last batch.
+fn refresh_due() -> Option<Instant> {
+    Some(Instant::now() + DEVICE_REFRESH + Duration::from_millis(100))
+}
+
 async fn collect(
     mut subscription: Subscription,
     batches: mpsc::Sender<Vec<Row>>,
@@ -107,18 +121,6 @@ async fn collect(
     // that a device's latest reading reaches its row even when nothing else arrives.
     let mut refresh_at: Option<Instant> = None;
     loop {
-        let flush_timer = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let refresh_timer = async {
-            match refresh_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             event = subscription.recv() => match event {
                 Some(event @ (Event::Reading(_) | Event::Telemetry(_))) => {
@@ -127,19 +129,19 @@ async fn collect(
                     deadline.get_or_insert_with(|| Instant::now() + config.flush_interval);
                     if batch.len() >= config.batch_size {
                         deadline = None;
-                        refresh_at = Some(Instant::now() + DEVICE_REFRESH + Duration::from_millis(100));
+                        refresh_at = refresh_due();
                         if batches.send(std::mem::take(&mut batch)).await.is_err() { return; }
                     }
                 }
                 Some(_) => {}
                 None => break,
             },
-            _ = flush_timer => {
+            _ = until(deadline) => {
                 deadline = None;
-                refresh_at = Some(Instant::now() + DEVICE_REFRESH + Duration::from_millis(100));
+                refresh_at = refresh_due();
                 if batches.send(std::mem::take(&mut batch)).await.is_err() { return; }
             }
-            _ = refresh_timer => {
+            _ = until(refresh_at) => {
                 refresh_at = None;
                 if batches.send(Vec::new()).await.is_err() { return; }
             }
