@@ -17,6 +17,9 @@
 //! Run with `make bench-broker`, which raises the open-file limit first; `--quick` divides message
 //! counts and durations by 10 for a smoke run.
 
+#[path = "support/bench.rs"]
+mod bench;
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -24,7 +27,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -60,23 +63,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("gatehouse-loadgen: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(run(cli));
-    // Thousands of client tasks may still be parked; do not wait for them.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("gatehouse-loadgen: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::run_main("gatehouse-loadgen", run(cli))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,38 +502,6 @@ async fn start_mosquitto(password: &str) -> Result<BrokerProcess> {
 // ---------------------------------------------------------------------------------------------
 // /proc helpers
 
-fn clock_ticks_per_second() -> u64 {
-    static TICKS: OnceLock<u64> = OnceLock::new();
-    *TICKS.get_or_init(|| command_output("getconf", &["CLK_TCK"]).ok().and_then(|s| s.parse().ok()).unwrap_or(100))
-}
-
-/// utime + stime of a process, in microseconds.
-fn cpu_micros(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may contain spaces: the first
-    // of them is field 3 (state), so utime (14) and stime (15) are at indexes 11 and 12.
-    let after = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| -> Result<u64> {
-        fields.get(i).and_then(|f| f.parse().ok()).ok_or_else(|| anyhow!("odd /proc/{pid}/stat: {stat}"))
-    };
-    let ticks = field(11)? + field(12)?;
-    Ok(ticks * 1_000_000 / clock_ticks_per_second())
-}
-
-/// Resident set size in KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
-}
-
 fn open_file_limits() -> (String, String) {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     for line in limits.lines() {
@@ -953,8 +908,8 @@ async fn throughput(target: &Target, qos: QoS, scale: Scale) -> Result<Throughpu
     let per_publisher = total / PUBLISHERS as u64;
     let sent = Arc::new(AtomicU64::new(0));
 
-    let broker_cpu0 = cpu_micros(target.pid)?;
-    let own_cpu0 = cpu_micros(std::process::id())?;
+    let broker_cpu0 = bench::cpu_micros(target.pid)?;
+    let own_cpu0 = bench::cpu_micros(std::process::id())?;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for (i, conn) in publishers.iter().enumerate() {
@@ -975,8 +930,8 @@ async fn throughput(target: &Target, qos: QoS, scale: Scale) -> Result<Throughpu
     let sent = sent.load(Ordering::Relaxed);
     eprintln!("  {sent} published in {:.2} s; draining", start.elapsed().as_secs_f64());
     drain(&received, sent, scale.drain()).await;
-    let broker_cpu1 = cpu_micros(target.pid)?;
-    let own_cpu1 = cpu_micros(std::process::id())?;
+    let broker_cpu1 = bench::cpu_micros(target.pid)?;
+    let own_cpu1 = bench::cpu_micros(std::process::id())?;
     let gatehouse_counters = gatehouse_counters(target).await;
 
     let end = received.last().unwrap_or(start);
@@ -1074,8 +1029,8 @@ async fn paced(target: &Target, load: PacedLoad, drain_time: Duration) -> Result
     eprintln!("  {} clients connected in {:.2} s", load.clients, connect_started.elapsed().as_secs_f64());
     let sent = Arc::new(AtomicU64::new(0));
 
-    let broker_cpu0 = cpu_micros(target.pid)?;
-    let own_cpu0 = cpu_micros(std::process::id())?;
+    let broker_cpu0 = bench::cpu_micros(target.pid)?;
+    let own_cpu0 = bench::cpu_micros(std::process::id())?;
     // Start a little in the future so that every task is waiting when the first tick comes.
     let start = Instant::now() + Duration::from_millis(200);
     let mut tasks = JoinSet::new();
@@ -1103,8 +1058,8 @@ async fn paced(target: &Target, load: PacedLoad, drain_time: Duration) -> Result
     }
     let send_seconds = start.elapsed().as_secs_f64();
     let sent = sent.load(Ordering::Relaxed);
-    let broker_cpu1 = cpu_micros(target.pid)?;
-    let own_cpu1 = cpu_micros(std::process::id())?;
+    let broker_cpu1 = bench::cpu_micros(target.pid)?;
+    let own_cpu1 = bench::cpu_micros(std::process::id())?;
     eprintln!("  {sent} published in {send_seconds:.2} s; draining");
     drain(&received, sent, drain_time).await;
     let gatehouse_counters = gatehouse_counters(target).await;
@@ -1144,20 +1099,20 @@ struct Idle {
 
 async fn idle_connections(target: &Target) -> Result<Idle> {
     let errors = Arc::new(ClientErrors::default());
-    let fresh_kib = rss_kib(target.pid)?;
+    let fresh_kib = bench::status_kib(target.pid, ["VmRSS:"])?[0];
     // One connection first, alone: the first CONNECT of a username costs Gatehouse an argon2id run
     // (19 MiB) before its credential cache holds it, and a burst of them at once would be counted
     // as connection memory.
     let warm_up = connect_many(target, "w", 1, 1, Duration::from_secs(60), 10, &errors).await?;
     close_all(warm_up).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before_kib = rss_kib(target.pid)?;
+    let before_kib = bench::status_kib(target.pid, ["VmRSS:"])?[0];
     let started = Instant::now();
     let conns = connect_many(target, "i", IDLE_CONNECTIONS, 100, Duration::from_secs(60), 10, &errors).await?;
     let connect_seconds = started.elapsed().as_secs_f64();
     eprintln!("  {IDLE_CONNECTIONS} connections in {connect_seconds:.2} s; waiting 3 s");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after_kib = rss_kib(target.pid)?;
+    let after_kib = bench::status_kib(target.pid, ["VmRSS:"])?[0];
     let result = Idle { fresh_kib, before_kib, after_kib, connect_seconds, errors: errors.summary() };
     close_all(conns).await;
     Ok(result)

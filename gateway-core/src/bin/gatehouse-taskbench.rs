@@ -10,6 +10,9 @@
 //! Run with `make bench-tasks` (release build; `ARGS="--rate 500"` passes options; `--help` lists
 //! them). Setup (argon2id for every device's credentials) is not part of the measurement.
 
+#[path = "support/bench.rs"]
+mod bench;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::File;
@@ -79,22 +82,7 @@ fn non_negative(text: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("gatehouse-taskbench: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(run(cli));
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("gatehouse-taskbench: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::run_main("gatehouse-taskbench", run(cli))
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -928,17 +916,8 @@ struct Memory {
 
 impl Memory {
     fn read(pid: u32) -> Result<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-        let field = |name: &str| -> Result<u64> {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))
-        };
-        Ok(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
+        let [rss_kib, hwm_kib] = bench::status_kib(pid, ["VmRSS:", "VmHWM:"])?;
+        Ok(Memory { rss_kib, hwm_kib })
     }
 }
 
@@ -957,7 +936,7 @@ struct Cpu {
 
 impl Cpu {
     fn read(daemon: u32) -> Result<Cpu> {
-        Ok(Cpu { daemon_us: cpu_micros(daemon)?, bench_us: cpu_micros(std::process::id())? })
+        Ok(Cpu { daemon_us: bench::cpu_micros(daemon)?, bench_us: bench::cpu_micros(std::process::id())? })
     }
 
     fn since(self, earlier: Cpu) -> Cpu {
@@ -966,21 +945,6 @@ impl Cpu {
             bench_us: self.bench_us.saturating_sub(earlier.bench_us),
         }
     }
-}
-
-/// utime + stime of a process, in microseconds.
-fn cpu_micros(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
-    // After the command name (in parentheses, may contain spaces) field 3 comes first, so utime
-    // (field 14) and stime (15) are at indexes 11 and 12.
-    let after = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd /proc/{pid}/stat: {stat}"))? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| -> Result<u64> {
-        fields.get(i).and_then(|f| f.parse().ok()).ok_or_else(|| anyhow!("odd /proc/{pid}/stat: {stat}"))
-    };
-    // Clock ticks are 100 per second on every Linux this runs on (USER_HZ).
-    Ok((field(11)? + field(12)?) * 10_000)
 }
 
 // ---------------------------------------------------------------------------------------------
