@@ -45,14 +45,7 @@ async fn wait_for_state(daemon: &Daemon, state: &str) -> Value {
 
 /// Waits until the tag's latest reading has `sequence`, and returns the device.
 async fn wait_for_reading(daemon: &Daemon, sequence: u64) -> Value {
-    let mut last = Value::Null;
-    eventually(WAIT, async || {
-        let response = reqwest::get(daemon.http(&format!("/api/devices/{TAG_ID}"))).await.ok()?;
-        last = response.json::<Value>().await.ok()?;
-        (last["lastReading"]["measurementSequenceNumber"] == sequence).then(|| last.clone())
-    })
-    .await
-    .unwrap_or_else(|| panic!("no reading with sequence {sequence}; device: {last}\n{}", daemon.log()))
+    daemon.wait_for_sequence(TAG_ID, sequence, WAIT).await
 }
 
 /// Advertises (repeating, as a tag does) until the scanner delivers the reading.

@@ -13,6 +13,7 @@ const TAG: &str = "CB:B8:33:4C:88:4F";
 const TAG_ID: &str = "ruuvi-cbb8334c884f";
 const KITCHEN_GW: &str = "C8:25:2D:8E:9C:2C";
 const GARAGE_GW: &str = "D1:11:22:33:44:55";
+const WAIT: Duration = Duration::from_secs(15);
 
 /// Advertising data (flags + manufacturer data) of a RuuviTag, data format 5, the official
 /// valid vector with a chosen measurement sequence and movement counter.
@@ -46,25 +47,6 @@ fn basic(c: &Credentials) -> Option<(&str, &str)> {
     Some((c.username.as_str(), c.password.as_str()))
 }
 
-/// The device, or `null` while it is unknown.
-async fn device(daemon: &Daemon, id: &str) -> Value {
-    let response = reqwest::get(daemon.http(&format!("/api/devices/{id}"))).await.expect("GET device");
-    if response.status() == 404 {
-        return Value::Null;
-    }
-    response.json().await.expect("device JSON")
-}
-
-async fn wait_for_sequence(daemon: &Daemon, id: &str, sequence: u64) -> Value {
-    let mut last = Value::Null;
-    eventually(Duration::from_secs(15), async || {
-        last = device(daemon, id).await;
-        (last["lastReading"]["measurementSequenceNumber"] == sequence).then(|| last.clone())
-    })
-    .await
-    .unwrap_or_else(|| panic!("no reading with sequence {sequence}: {last}\n{}", daemon.log()))
-}
-
 fn stored_rows(daemon: &Daemon, id: &str, sequence: u16) -> i64 {
     let db = rusqlite::Connection::open(daemon.database()).unwrap();
     db.query_row(
@@ -91,7 +73,7 @@ async fn ruuvi_gateways_feed_us_over_http_and_mqtt_and_each_measurement_is_store
     let (status, body) = post_ingest(&daemon, basic(&kitchen), "{\"tags\": 1}").await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("data"), "the error says what is wrong: {body}");
-    assert_eq!(device(&daemon, TAG_ID).await, Value::Null, "nothing was accepted yet");
+    assert_eq!(daemon.device_or_null(TAG_ID).await, Value::Null, "nothing was accepted yet");
 
     // A real post, with one good tag and one broken entry that must not sink it.
     let ts = now_s() - 2;
@@ -106,7 +88,7 @@ async fn ruuvi_gateways_feed_us_over_http_and_mqtt_and_each_measurement_is_store
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["accepted"], 1, "{body}");
     assert_eq!(body["rejected"][0]["tag"], "E3:75:CF:37:4E:23", "{body}");
-    let tag = wait_for_sequence(&daemon, TAG_ID, 500).await;
+    let tag = daemon.wait_for_sequence(TAG_ID, 500, WAIT).await;
     assert_eq!(tag["lastReceiver"], format!("ruuvi:{KITCHEN_GW}"));
     assert_eq!(tag["lastRssi"], -71);
     assert_eq!(tag["lastReading"]["ts"], ts * 1000, "the gateway's reception time is kept");
@@ -142,7 +124,7 @@ async fn ruuvi_gateways_feed_us_over_http_and_mqtt_and_each_measurement_is_store
         .publish(&topic, QoS::AtLeastOnce, false, json!({"gw_mac": GARAGE_GW, "rssi": -57, "aoa": [], "gwts": now_s(), "ts": now_s(), "data": df5_ad(501, 1), "coords": ""}).to_string())
         .await
         .unwrap();
-    wait_for_sequence(&daemon, TAG_ID, 501).await;
+    daemon.wait_for_sequence(TAG_ID, 501, WAIT).await;
     let rows = eventually(Duration::from_secs(10), async || {
         let rows = (stored_rows(&daemon, TAG_ID, 500), stored_rows(&daemon, TAG_ID, 501));
         (rows == (1, 1)).then_some(rows)
@@ -180,7 +162,7 @@ async fn ruuvi_gateways_feed_us_over_http_and_mqtt_and_each_measurement_is_store
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    wait_for_sequence(&daemon, TAG_ID, 502).await;
+    daemon.wait_for_sequence(TAG_ID, 502, WAIT).await;
 }
 
 #[tokio::test]
@@ -203,7 +185,7 @@ async fn receiver_accounts_reach_only_the_ruuvi_topics_and_bad_messages_are_coun
     client.client.publish(&topic, QoS::AtLeastOnce, false, corrupt.to_string()).await.unwrap();
     let good = json!({"gw_mac": KITCHEN_GW, "rssi": -60, "aoa": [], "ts": now_s(), "data": df5_ad(7, 0), "coords": ""});
     client.client.publish(&topic, QoS::AtLeastOnce, false, good.to_string()).await.unwrap();
-    wait_for_sequence(&daemon, TAG_ID, 7).await;
+    daemon.wait_for_sequence(TAG_ID, 7, WAIT).await;
     let health = daemon.get_json("/api/health").await;
     assert_eq!(health["receivers"]["mqttRejected"], 2, "{}", health["receivers"]);
     assert_eq!(health["pipeline"]["rejectedMalformed"], 1, "a truncated advertisement is counted by the pipeline");
@@ -219,7 +201,7 @@ async fn a_ruuvi_air_heard_in_e1_drops_its_df6_twin_and_tags_report_motion() {
     let df6 = "17FF990406170C5668C79E007000C90501D9FFCD004C884F";
     let post = gateway_post(KITCHEN_GW, json!({air: {"rssi": -60, "timestamp": now_s(), "data": e1}}));
     assert_eq!(post_ingest(&daemon, basic(&gw), &post.to_string()).await.0, 200);
-    let reading = wait_for_sequence(&daemon, TAG_ID, 14_601_710).await;
+    let reading = daemon.wait_for_sequence(TAG_ID, 14_601_710, WAIT).await;
     assert_eq!(reading["lastReading"]["dataFormat"], 225);
     let post = gateway_post(KITCHEN_GW, json!({air: {"rssi": -60, "timestamp": now_s(), "data": df6}}));
     assert_eq!(post_ingest(&daemon, basic(&gw), &post.to_string()).await.0, 200);
@@ -229,8 +211,12 @@ async fn a_ruuvi_air_heard_in_e1_drops_its_df6_twin_and_tags_report_motion() {
     })
     .await;
     assert!(superseded.is_some(), "DF6 from a device heard in E1 is dropped and counted");
-    assert_eq!(device(&daemon, TAG_ID).await["lastReading"]["dataFormat"], 225);
-    assert_eq!(device(&daemon, TAG_ID).await["lastReading"].get("motion"), None, "a Ruuvi Air has no motion sensor");
+    assert_eq!(daemon.device_or_null(TAG_ID).await["lastReading"]["dataFormat"], 225);
+    assert_eq!(
+        daemon.device_or_null(TAG_ID).await["lastReading"].get("motion"),
+        None,
+        "a Ruuvi Air has no motion sensor"
+    );
 
     // A RuuviTag: still, then its movement counter advances.
     let tag = "E3:75:CF:37:4E:23";
@@ -241,7 +227,7 @@ async fn a_ruuvi_air_heard_in_e1_drops_its_df6_twin_and_tags_report_motion() {
             json!({tag: {"rssi": -60, "timestamp": now_s(), "data": tag_ad(sequence, movements)}}),
         );
         assert_eq!(post_ingest(&daemon, basic(&gw), &post.to_string()).await.0, 200);
-        let reading = wait_for_sequence(&daemon, "ruuvi-e375cf374e23", u64::from(sequence)).await;
+        let reading = daemon.wait_for_sequence("ruuvi-e375cf374e23", u64::from(sequence), WAIT).await;
         assert_eq!(reading["lastReading"]["motion"], expected, "sequence {sequence}");
     }
 }

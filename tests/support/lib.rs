@@ -205,6 +205,27 @@ impl Daemon {
         body
     }
 
+    /// `GET /api/devices/{id}`, or `null` while the gateway does not know the device.
+    pub async fn device_or_null(&self, id: &str) -> Value {
+        let response = reqwest::get(self.http(&format!("/api/devices/{id}"))).await.expect("GET device");
+        if response.status() == 404 {
+            return Value::Null;
+        }
+        response.json().await.expect("device JSON")
+    }
+
+    /// Waits (at most `within`) until the device's latest reading has this measurement sequence;
+    /// returns the device.
+    pub async fn wait_for_sequence(&self, id: &str, sequence: u64, within: Duration) -> Value {
+        let mut last = Value::Null;
+        eventually(within, async || {
+            last = self.device_or_null(id).await;
+            (last["lastReading"]["measurementSequenceNumber"] == sequence).then(|| last.clone())
+        })
+        .await
+        .unwrap_or_else(|| panic!("{id}: no reading with sequence {sequence}; device: {last}\n{}", self.log()))
+    }
+
     /// POSTs JSON and returns the status and the body.
     pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
         let response = reqwest::Client::new()
