@@ -4,10 +4,10 @@
 // 1. uPlot drawing 100,000 points (the chart library the device page uses), median of 5 draws;
 // 2. the overview with 100 devices updating about once a second: frame times over 10 s;
 // 3. first render of the overview (navigation start → first tile).
-import { chromium } from 'playwright-core';
+import { launch } from './lib.mjs';
 
 const [base] = process.argv.slice(2);
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox'] });
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 

@@ -1,17 +1,13 @@
 // First run of a LAN-facing install in Chromium: the UI asks for the setup code and a new admin
 // password, then shows the gateway; the session survives a reload; logging out asks again.
 //   node e2e/login.mjs <gateway base URL> <screenshot dir> <setup code>
-import { chromium } from 'playwright-core';
+import { check, launch } from './lib.mjs';
 import { mkdirSync } from 'node:fs';
 
 const [base, out, setupCode] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
-const check = (condition, message) => {
-  if (!condition) throw new Error(`check failed: ${message}`);
-  console.log(`ok - ${message}`);
-};
 
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox'] });
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 800, height: 480 } });
   await page.goto(base);

@@ -2,7 +2,7 @@
 // unreachable, then it reconnects by itself (with backoff) and shows live values again.
 // Driven by tests/ui.rs over stdin/stdout: prints READY, waits for DOWN, prints BANNER, waits
 // for UP, checks the recovery.   node e2e/offline.mjs <base URL> <screenshot dir>
-import { chromium } from 'playwright-core';
+import { check, launch } from './lib.mjs';
 import { createInterface } from 'node:readline';
 
 const [base, out] = process.argv.slice(2);
@@ -14,12 +14,8 @@ const waitFor = async (word) => {
     if (value.trim() === word) return;
   }
 };
-const check = (condition, message) => {
-  if (!condition) throw new Error(`check failed: ${message}`);
-  console.log(`ok - ${message}`);
-};
 
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox'] });
+const browser = await launch();
 try {
   const page = await browser.newPage();
   await page.goto(base);

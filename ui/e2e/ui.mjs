@@ -3,8 +3,8 @@
 // simulated tags:  node e2e/ui.mjs <gateway base URL> <screenshot dir>
 // Every check that fails throws; the exit status tells the Rust test.
 
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { check, launch } from './lib.mjs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 
 const [base, out, claimCode] = process.argv.slice(2);
 if (!base || !out) {
@@ -12,14 +12,9 @@ if (!base || !out) {
   process.exit(2);
 }
 mkdirSync(out, { recursive: true });
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-  console.log(`ok - ${message}`);
-}
 
-const browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const errors = [];
@@ -203,7 +198,6 @@ try {
   const exported = page.waitForEvent('download');
   await page.click('[data-testid=export]');
   const file = await (await exported).path();
-  const { statSync, readFileSync } = await import('node:fs');
   check(statSync(file).size > 4096 && readFileSync(file).subarray(0, 15).toString() === 'SQLite format 3', 'the data export downloads an SQLite database');
   await page.fill('[data-testid=settings-retention]', 'soon');
   await page.locator('[data-testid=settings-form]').getByRole('button', { name: 'Save' }).click();

@@ -34,6 +34,9 @@ class Live {
   start() {
     if (this.started) return;
     this.started = true;
+    // The first device list and alerts load alongside the WebSocket handshake, not after it.
+    this.refresh().catch(() => {});
+    this.loadAlerts();
     this.connect();
     const poll = async () => {
       try {
@@ -71,13 +74,13 @@ class Live {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const socket = new WebSocket(`${scheme}://${location.host}/api/live`);
     socket.onopen = async () => {
+      const reconnected = this.connection === 'offline';
       this.attempt = 0;
       this.connection = 'open';
-      this.loadAlerts();
-      try {
-        await this.refresh();
-      } catch {
-        /* the socket's close handler takes over */
+      // Back after a drop: re-read what changed while offline.
+      if (reconnected) {
+        this.loadAlerts();
+        await this.refresh().catch(() => {});
       }
     };
     socket.onmessage = (message) => this.handle(message.data);
