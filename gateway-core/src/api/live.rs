@@ -3,24 +3,17 @@
 
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::json;
 
-use super::{same_origin, ApiError, ApiState};
+use super::{ApiError, ApiState};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Event, Subscription};
 
-pub async fn upgrade(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    // Cross-site WebSocket hijacking: a page on another origin must not read the live stream.
-    if !same_origin(&headers) {
-        return Err(ApiError::forbidden("foreign_origin", "WebSocket connections from other origins are refused"));
-    }
+pub async fn upgrade(State(state): State<ApiState>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+    // Cross-site WebSocket hijacking is refused before this, by `session::guard`, for every
+    // upgrade from another origin.
     let events = state.bus.subscribe("websocket");
     let shutdown = state.shutdown.clone();
     Ok(ws.on_upgrade(move |socket| stream(socket, events, shutdown)))
