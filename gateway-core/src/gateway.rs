@@ -81,6 +81,24 @@ pub struct Gateway {
     fatal: Arc<std::sync::Mutex<Option<String>>>,
 }
 
+/// Serves `app` on `listener` until `shutdown` (handlers may ask for the peer's address).
+fn spawn_http_server(
+    tasks: &TaskTracker,
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+    what: &'static str,
+) {
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "{what} server failed");
+        }
+    });
+}
+
 /// Where the generated Ruuvi-output gateway id is kept, so it survives restarts.
 const RUUVI_GATEWAY_ID_FILE: &str = "ruuvi-gateway-id";
 
@@ -228,13 +246,7 @@ impl Gateway {
                     heard: heard.clone(),
                     stats: ingest_stats.clone(),
                 });
-                let stop = shutdown.clone();
-                tasks.spawn(async move {
-                    let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
-                    if let Err(error) = served {
-                        tracing::error!(%error, "receiver ingest server failed");
-                    }
-                });
+                spawn_http_server(&tasks, listener, app, shutdown.clone(), "receiver ingest");
                 Some(addr)
             }
             None => None,
@@ -337,15 +349,7 @@ impl Gateway {
             settings: Arc::new(api::settings_summary(&config, &data_dir, login_required)),
             config: Arc::new(config.clone()),
         });
-        let http_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP server failed");
-            }
-        });
+        spawn_http_server(&tasks, http_listener, app, shutdown.clone(), "HTTP API");
 
         let runtime = RuntimeInfo {
             pid: std::process::id(),
