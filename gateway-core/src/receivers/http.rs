@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{receiver_name, HeardBy, IngestStats};
+use crate::api::ApiError;
 use crate::auth::{Directory, Role};
 use crate::pipeline::Advertisement;
 use crate::reading::now_ms;
@@ -39,8 +40,9 @@ pub fn router(state: IngestState) -> Router {
     Router::new().route("/ruuvi", post(ingest)).with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+/// The API's JSON error shape (`{"error":{"code","message"}}`).
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError { status, code, message: message.into() }.into_response()
 }
 
 /// (account, secret) from Basic or Bearer `account:secret`.
