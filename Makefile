@@ -14,7 +14,15 @@ test:
 	./scripts/setup.sh test
 	cd ui && npm test --silent
 	$(CARGO) build --workspace --bins
+	./scripts/package-desktop.sh --debug
 	$(CARGO) test --workspace
+
+# The desktop app (window + tray) with the same flags as `gatehouse run`, e.g. ARGS="--simulate 10".
+.PHONY: desktop
+desktop:
+	./scripts/setup.sh desktop
+	$(CARGO) build --release -p gatehouse-desktop
+	./target/release/gatehouse-desktop $(ARGS)
 
 bench:
 	./scripts/setup.sh run
@@ -48,3 +56,10 @@ bench-ui:
 	./scripts/setup.sh test
 	$(CARGO) build --release -p gateway-core --bin gatehouse
 	bash -c 'dir=$$(mktemp -d); ./target/release/gatehouse run --data-dir "$$dir" --no-ble --simulate 100 --seed 1 --http 127.0.0.1:18180 --mqtt 127.0.0.1:0 --mqtt-tls off --mqtt-ws off --mqtt-wss off --ui-dir ui/dist >"$$dir/log" 2>&1 & pid=$$!; sleep 3; (cd ui && node e2e/bench.mjs http://127.0.0.1:18180); status=$$?; kill $$pid; exit $$status'
+
+# The headless daemon's Debian package (systemd service) in target/packages/; see
+# docs/packaging.md. ARGS="--target aarch64-unknown-linux-gnu" cross-builds for a Raspberry Pi.
+.PHONY: package-daemon
+package-daemon:
+	./scripts/setup.sh run
+	./scripts/package-daemon.sh $(ARGS)

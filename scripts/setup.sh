@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make run` or `make test` needs and is missing. Idempotent: a second run
-# installs nothing. Usage: scripts/setup.sh run|test
+# installs nothing. Usage: scripts/setup.sh run|test|desktop
 set -euo pipefail
 
 purpose="${1:-run}"
@@ -12,11 +12,17 @@ command -v npm >/dev/null 2>&1 || run_packages+=(nodejs npm)
 # mosquitto: broker comparison tests; python3-dbusmock + dbus-daemon: the fake BlueZ for the
 # Bluetooth tests; chromium: the web UI tests (driven by playwright-core, no browser download).
 test_packages=("${run_packages[@]}" mosquitto mosquitto-clients python3-paho-mqtt python3-dbusmock dbus-daemon chromium)
+# The desktop app (Tauri 2): WebKitGTK and tray libraries to build it, Xvfb + WebKitWebDriver +
+# ImageMagick + xwininfo to test its window, rpm to bundle the .rpm, systemd-analyze to verify
+# the daemon package's unit.
+desktop_packages=("${run_packages[@]}" libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev file)
+test_packages+=("${desktop_packages[@]:${#run_packages[@]}}" xvfb xauth webkit2gtk-driver imagemagick x11-utils python3-xlib rpm systemd adduser)
 
 case "$purpose" in
   run) wanted=("${run_packages[@]}") ;;
   test) wanted=("${test_packages[@]}") ;;
-  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+  desktop) wanted=("${desktop_packages[@]}") ;;
+  *) echo "usage: $0 run|test|desktop" >&2; exit 2 ;;
 esac
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }

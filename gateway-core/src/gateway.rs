@@ -73,6 +73,12 @@ pub struct Gateway {
     pub bus: Bus,
     /// Where advertisement sources (simulator, Bluetooth scanner, remote receivers) send.
     pub ingress: mpsc::Sender<Advertisement>,
+    /// Who may use the HTTP API; the desktop app asks it for launch tickets.
+    pub web_auth: Arc<api::WebAuth>,
+    /// Pauses and resumes Bluetooth scanning (and the simulated tags).
+    pub scan_switch: ble::ScanSwitch,
+    /// Raised, cleared and acknowledged alerts.
+    pub alerts: alerts::Alerts,
     shutdown: CancellationToken,
     store_shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -252,6 +258,7 @@ impl Gateway {
             None => None,
         };
 
+        let scan_switch = ble::ScanSwitch::default();
         let simulator = if config.simulator.tags > 0 {
             let seed = simulator::effective_seed(&config.simulator);
             tracing::info!(
@@ -259,7 +266,13 @@ impl Gateway {
                 seed,
                 "starting simulated tags (repeat this run with --seed {seed})"
             );
-            tasks.spawn(simulator::run(config.simulator.clone(), seed, ingress.clone(), shutdown.clone()));
+            tasks.spawn(simulator::run(
+                config.simulator.clone(),
+                seed,
+                ingress.clone(),
+                scan_switch.clone(),
+                shutdown.clone(),
+            ));
             Some(SimulatorInfo { tags: config.simulator.tags, seed })
         } else {
             None
@@ -271,6 +284,7 @@ impl Gateway {
                 config.ble.clone(),
                 ingress.clone(),
                 bluetooth.clone(),
+                scan_switch.clone(),
                 fatal.clone(),
                 shutdown.clone(),
             ));
@@ -326,6 +340,7 @@ impl Gateway {
             Some(dir) => tracing::info!(dir = %dir.display(), "serving the web UI"),
             None => tracing::warn!("the web UI is not built (ui/dist); build it with `make run`, or pass --ui-dir"),
         }
+        let web_auth = api::WebAuth::load(data_dir.clone(), login_required);
         let app = api::router(ApiState {
             store: store.clone(),
             registry,
@@ -341,11 +356,11 @@ impl Gateway {
             data_dir: data_dir.clone(),
             tag_settings,
             tasks: task_service,
-            alerts: alert_service,
+            alerts: alert_service.clone(),
             configs,
             heard,
             ui_dir: ui_dir.clone(),
-            web_auth: api::WebAuth::load(data_dir.clone(), login_required),
+            web_auth: web_auth.clone(),
             settings: Arc::new(api::settings_summary(&config, &data_dir, login_required)),
             config: Arc::new(config.clone()),
         });
@@ -379,6 +394,9 @@ impl Gateway {
             store,
             bus,
             ingress,
+            web_auth,
+            scan_switch,
+            alerts: alert_service,
             shutdown,
             store_shutdown,
             tasks,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod bluez;
+pub mod desktop;
 pub mod device;
 pub mod mqtt;
 pub mod raw;

@@ -118,6 +118,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/auth/setup", axum::routing::post(session::setup))
         .route("/api/auth/login", axum::routing::post(session::login))
         .route("/api/auth/logout", axum::routing::post(session::logout))
+        .route("/api/auth/launch", get(session::launch))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), session::guard))
         .with_state(state)

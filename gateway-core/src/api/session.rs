@@ -10,6 +10,11 @@
 //! - **Cross-site requests** are refused always: a state-changing request (or WebSocket) whose
 //!   `Origin` is not this host gets 403, so no web page can drive the local API.
 //!
+//! - **Launch tickets** (the desktop app): one-time, short-lived secrets made in-process and
+//!   exchanged for a session at `GET /api/auth/launch?ticket=…`, so the app's window is signed in
+//!   without a password while other local processes and web pages, which never see a ticket,
+//!   are not.
+//!
 //! `/api/health`, `/api/auth…` and the UI's static files need no session.
 
 use std::collections::HashMap;
@@ -39,6 +44,8 @@ const SETUP_CODE_FILE: &str = "setup-code";
 /// A fresh secret per start, readable only by the gateway's user: the CLI (and the desktop app)
 /// send it as `Authorization: Bearer …` instead of logging in.
 pub const API_TOKEN_FILE: &str = "api-token";
+/// How long a launch ticket can be exchanged for a session.
+const LAUNCH_TICKET_LIFETIME: Duration = Duration::from_secs(120);
 const LOGIN_LOCKOUT: LockoutPolicy =
     LockoutPolicy { threshold: 5, window: Duration::from_secs(15 * 60), lockout: Duration::from_secs(15 * 60) };
 
@@ -51,6 +58,8 @@ pub struct WebAuth {
     /// SHA-256 of this start's local API token (the token itself is only in its file).
     api_token_digest: [u8; 32],
     sessions: Mutex<HashMap<[u8; 32], Instant>>,
+    /// SHA-256 of unused launch tickets, with their expiry.
+    launch_tickets: Mutex<HashMap<[u8; 32], Instant>>,
     failures: Mutex<Lockouts>,
 }
 
@@ -81,6 +90,7 @@ impl WebAuth {
             setup_code,
             api_token_digest: Sha256::digest(api_token.as_bytes()).into(),
             sessions: Mutex::new(HashMap::new()),
+            launch_tickets: Mutex::new(HashMap::new()),
             failures: Mutex::new(Lockouts::default()),
         })
     }
@@ -115,6 +125,25 @@ impl WebAuth {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Instant::now() + SESSION_LIFETIME);
         token
+    }
+
+    /// A one-time ticket for `GET /api/auth/launch?ticket=…`, valid for two minutes. Only for
+    /// code in this process (the desktop app opening its window); never logged.
+    pub fn launch_ticket(&self) -> String {
+        let ticket = hex::encode(rand::random::<[u8; 32]>());
+        let key: [u8; 32] = Sha256::digest(ticket.as_bytes()).into();
+        let now = Instant::now();
+        let mut tickets = self.launch_tickets.lock().unwrap_or_else(|p| p.into_inner());
+        tickets.retain(|_, expires| *expires > now);
+        tickets.insert(key, now + LAUNCH_TICKET_LIFETIME);
+        ticket
+    }
+
+    /// Whether `ticket` is an unexpired launch ticket; it is used up either way.
+    fn redeem_launch_ticket(&self, ticket: &str) -> bool {
+        let key: [u8; 32] = Sha256::digest(ticket.as_bytes()).into();
+        let mut tickets = self.launch_tickets.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(tickets.remove(&key), Some(expires) if expires > Instant::now())
     }
 
     fn end_session(&self, headers: &HeaderMap) {
@@ -280,6 +309,32 @@ pub async fn login(
     Ok(with_cookie(Json(json!({"authenticated": true})).into_response(), &token, SESSION_LIFETIME.as_secs()))
 }
 
+#[derive(Deserialize)]
+pub struct LaunchQuery {
+    #[serde(default)]
+    ticket: String,
+}
+
+/// `GET /api/auth/launch?ticket=…`: the desktop app's window arrives here; a valid ticket becomes
+/// a session cookie and a redirect to the UI.
+pub async fn launch(
+    State(state): State<ApiState>,
+    axum::extract::Query(query): axum::extract::Query<LaunchQuery>,
+) -> Response {
+    if !state.web_auth.redeem_launch_ticket(&query.ticket) {
+        tracing::warn!("a launch ticket was refused (unknown, used or expired)");
+        return ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "launch_ticket",
+            message: "this launch link was used already or has expired; open Gatehouse again from its tray icon".into(),
+        }
+        .into_response();
+    }
+    let token = state.web_auth.new_session();
+    let redirect = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    with_cookie(redirect, &token, SESSION_LIFETIME.as_secs())
+}
+
 /// `POST /api/auth/logout`.
 pub async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     state.web_auth.end_session(&headers);
@@ -315,5 +370,16 @@ mod tests {
         assert!(!auth.authenticated(&forged));
         auth.end_session(&headers);
         assert!(!auth.authenticated(&headers));
+    }
+
+    #[test]
+    fn launch_tickets_work_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = WebAuth::load(dir.path().to_path_buf(), true);
+        let ticket = auth.launch_ticket();
+        assert!(!auth.redeem_launch_ticket("0".repeat(64).as_str()));
+        assert!(!auth.redeem_launch_ticket(""));
+        assert!(auth.redeem_launch_ticket(&ticket));
+        assert!(!auth.redeem_launch_ticket(&ticket), "a ticket is single-use");
     }
 }

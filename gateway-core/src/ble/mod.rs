@@ -42,6 +42,33 @@ pub enum ScannerState {
     Recovering,
     /// Every recovery step failed; the process exits so that its supervisor restarts it.
     Failed,
+    /// Paused by the user (the desktop app's tray); resumes when they say so.
+    Paused,
+}
+
+/// The user's "pause scanning" switch. Shared by the Bluetooth scanner and the simulated tags
+/// (which stand in for it), so that pausing works the same with or without an adapter.
+#[derive(Debug, Clone)]
+pub struct ScanSwitch(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for ScanSwitch {
+    fn default() -> Self {
+        ScanSwitch(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl ScanSwitch {
+    pub fn set_paused(&self, paused: bool) {
+        self.0.send_if_modified(|current| std::mem::replace(current, paused) != paused);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

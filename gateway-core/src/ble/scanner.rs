@@ -64,9 +64,11 @@ pub async fn run(
     config: BleConfig,
     ingress: mpsc::Sender<Advertisement>,
     status: Arc<BleStatus>,
+    switch: super::ScanSwitch,
     fatal: Fatal,
     shutdown: CancellationToken,
 ) {
+    let mut paused = switch.subscribe();
     let policy = Policy {
         stall_after_ms: config.watchdog.as_millis() as i64,
         scan_restarts: config.scan_restarts,
@@ -119,9 +121,10 @@ pub async fn run(
             addresses: HashMap::new(),
             rssi: HashMap::new(),
             powered: true,
+            paused: false,
             known_at_start: Default::default(),
         };
-        match session.run(&mut watchdog, &shutdown).await {
+        match session.run(&mut watchdog, &mut paused, &shutdown).await {
             Ended::Shutdown => return,
             Ended::NewManager => {
                 manager = None;
@@ -227,6 +230,8 @@ struct Session {
     /// The last RSSI per peripheral: btleplug reports it in its own event, just before the data.
     rssi: HashMap<PeripheralId, i16>,
     powered: bool,
+    /// The user paused scanning: discovery is stopped and the watchdog rests.
+    paused: bool,
     /// Devices BlueZ already knew when this session subscribed. btleplug announces each of them
     /// with a DeviceDiscovered whose properties are BlueZ's cached (possibly old) data: that
     /// must not pass for a new advertisement. Their next real one arrives as usual.
@@ -234,7 +239,12 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, watchdog: &mut Watchdog, shutdown: &CancellationToken) -> Ended {
+    async fn run(
+        &mut self,
+        watchdog: &mut Watchdog,
+        paused: &mut tokio::sync::watch::Receiver<bool>,
+        shutdown: &CancellationToken,
+    ) -> Ended {
         // Subscribe before scanning, so that no first advertisement is missed.
         let mut events = match call("subscribing to BlueZ events", self.central.events()).await {
             Ok(events) => events,
@@ -245,8 +255,15 @@ impl Session {
             Err(why) => return Ended::Lost(why),
         }
         let mut scan_retry = RETRY_MIN;
-        let mut next_scan_attempt =
-            if self.start_scan().await { None } else { Some(tokio::time::Instant::now() + scan_retry) };
+        self.paused = *paused.borrow_and_update();
+        let mut next_scan_attempt = if self.paused {
+            self.show_paused();
+            None
+        } else if self.start_scan().await {
+            None
+        } else {
+            Some(tokio::time::Instant::now() + scan_retry)
+        };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -255,7 +272,26 @@ impl Session {
                     let _ = call("stopping the scan", self.central.stop_scan()).await;
                     return Ended::Shutdown;
                 }
+                changed = paused.changed() => {
+                    if changed.is_err() {
+                        continue; // the switch is gone with the gateway; shutdown follows
+                    }
+                    self.paused = *paused.borrow_and_update();
+                    if self.paused {
+                        tracing::info!(adapter = %self.adapter_name, "scanning paused");
+                        let _ = call("stopping the scan", self.central.stop_scan()).await;
+                        next_scan_attempt = None;
+                        self.show_paused();
+                    } else {
+                        tracing::info!(adapter = %self.adapter_name, "scanning resumed");
+                        watchdog.rest(now_ms());
+                        if self.powered && !self.start_scan().await {
+                            next_scan_attempt = Some(tokio::time::Instant::now() + scan_retry);
+                        }
+                    }
+                }
                 event = events.next() => match event {
+                    Some(event) if self.paused => drop(event), // another client's discovery
                     Some(event) => {
                         if let Some(ended) = self.handle(event, watchdog, &mut next_scan_attempt).await {
                             return ended;
@@ -273,7 +309,7 @@ impl Session {
                             next_scan_attempt = Some(tokio::time::Instant::now() + scan_retry);
                         }
                     }
-                    if !self.powered {
+                    if !self.powered || self.paused {
                         watchdog.rest(now_ms());
                         continue;
                     }
@@ -304,6 +340,13 @@ impl Session {
                 }
             }
         }
+    }
+
+    fn show_paused(&self) {
+        self.status.set_state(
+            ScannerState::Paused,
+            format!("scanning on {} is paused; resume it from the tray menu", self.adapter_name),
+        );
     }
 
     /// Starts discovery; true when the adapter is scanning afterwards.

@@ -33,6 +33,7 @@ pub async fn run(
     config: SimulatorConfig,
     seed: u64,
     ingress: mpsc::Sender<Advertisement>,
+    switch: crate::ble::ScanSwitch,
     shutdown: CancellationToken,
 ) {
     let mut tags: Vec<SimTag> = (0..config.tags).map(|i| SimTag::new(i, seed, &config)).collect();
@@ -53,7 +54,9 @@ pub async fn run(
             _ = tokio::time::sleep_until(due) => {}
         }
         let now = now_ms();
-        if let Some(transmission) = tags[index].transmit(now) {
+        // While scanning is paused the tags still "transmit" (their counters move on), unheard.
+        let heard = !switch.is_paused();
+        if let Some(transmission) = tags[index].transmit(now).filter(|_| heard) {
             for rssi in transmission.receptions {
                 let advertisement = Advertisement {
                     address: Some(tags[index].mac),
