@@ -24,6 +24,14 @@ desktop:
 	$(CARGO) build --release -p gatehouse-desktop
 	./target/release/gatehouse-desktop $(ARGS)
 
+# The desktop app's budget (docs/benchmarks.md): cold start to first chart, RSS with the window
+# open and 10 simulated tags, under Xvfb with WebKitWebDriver; prints Markdown rows.
+.PHONY: bench-desktop
+bench-desktop:
+	./scripts/setup.sh test
+	./scripts/package-desktop.sh
+	$(CARGO) test -p gatehouse-tests --test desktop -- --ignored bench_desktop_budget --nocapture --test-threads 1
+
 bench:
 	./scripts/setup.sh run
 	$(CARGO) run --release -p gateway-core --bin gatehouse-bench -- all

@@ -9,12 +9,15 @@ cd "$(dirname "$0")/.."
 tauri=ui/node_modules/.bin/tauri
 [ -x "$tauri" ] || { echo "the Tauri CLI is missing: run scripts/setup.sh test (npm ci in ui/)" >&2; exit 1; }
 [ -f ui/dist/index.html ] || { echo "the web UI is not built: run scripts/setup.sh run" >&2; exit 1; }
+# cargo builds the binary (the CLI's own `tauri build` would build the workspace's default
+# members, which are the headless crates); `tauri bundle` then packages it.
 if [ "${1:-}" = "--debug" ]; then
   [ -x target/debug/gatehouse-desktop ] || cargo build -p gatehouse-desktop
   "$tauri" bundle --debug --bundles deb,rpm --ci
   profile=debug
 else
-  "$tauri" build --bundles deb,rpm --ci
+  cargo build --release -p gatehouse-desktop
+  "$tauri" bundle --bundles deb,rpm --ci
   profile=release
 fi
 for f in target/$profile/bundle/deb/*.deb target/$profile/bundle/rpm/*.rpm; do

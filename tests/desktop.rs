@@ -206,11 +206,10 @@ async fn window_tray_notifications_claim_close_and_quit() {
     for wanted in ["Open Gatehouse", "Pause scanning", "Notifications", "Start at login", "Quit Gatehouse"] {
         assert!(labels.contains(&wanted), "tray menu {labels:?} lacks {wanted}");
     }
-    let ok_icon = tray["icon"].as_str().unwrap().to_string();
+    assert!(desktop.tray_shows("tray-ok.png"), "the tray shows the ok icon: {tray}");
+    assert!(!desktop.tray_shows("tray-alert.png"), "and not the alert icon");
     desktop.tray(&["click", "Pause scanning"]).unwrap();
-    wait_until(Duration::from_secs(10), "the paused tray icon", || {
-        desktop.tray_status().is_some_and(|s| s["icon"].as_str() != Some(&ok_icon))
-    });
+    wait_until(Duration::from_secs(10), "the paused tray icon", || desktop.tray_shows("tray-paused.png"));
     tokio::time::sleep(Duration::from_secs(1)).await; // what was in flight
     let received = |h: &Value| h["pipeline"]["advertisements"].as_u64().unwrap();
     let paused_at = received(&health(&runtime.http).await);
@@ -220,6 +219,25 @@ async fn window_tray_notifications_claim_close_and_quit() {
     wait_until(Duration::from_secs(10), "advertisements again after resuming", || {
         received(&futures_block(health(&runtime.http))) > paused_at
     });
+    wait_until(Duration::from_secs(10), "the ok tray icon again", || desktop.tray_shows("tray-ok.png"));
+
+    // An alert: a notification, and the tray turns to the alert icon.
+    let rule = serde_json::json!({
+        "name": "Desk too warm", "devices": "ruuvi-*", "field": "temperature",
+        "condition": "above", "threshold": -100, "clearAt": -101, "for": "1s", "severity": "warning"
+    });
+    let created =
+        client.post(format!("{base}/api/alert-rules")).bearer_auth(token.trim()).json(&rule).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    wait_until(Duration::from_secs(20), "an alert notification", || {
+        desktop.notifications().contains("Warning: ruuvi-")
+    });
+    wait_until(Duration::from_secs(10), "the alert tray icon", || desktop.tray_shows("tray-alert.png"));
+    desktop.tray(&["click", "Notifications"]).unwrap();
+    wait_until(Duration::from_secs(5), "the saved preference", || {
+        std::fs::read_to_string(data_dir.join("desktop.json")).is_ok_and(|p| p.contains("\"notifications\": false"))
+    });
+
     desktop.tray(&["click", "Start at login"]).unwrap();
     let autostart = desktop.home.join(".config/autostart/Gatehouse Desktop.desktop");
     wait_until(Duration::from_secs(5), "the autostart entry", || autostart.exists());
@@ -258,6 +276,8 @@ async fn window_tray_notifications_claim_close_and_quit() {
     assert!(!mqtt_answers(&runtime.mqtt), "the broker is gone");
     drop(device);
     assert!(!log.contains(token.trim()), "the API token never appears in the log");
+    let window_state = desktop.home.join(".config/org.gatehouse.desktop/.window-state.json");
+    assert!(window_state.exists(), "the window's size and place are kept for the next start");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,4 +397,74 @@ async fn the_deb_installs_and_the_installed_app_runs_the_gateway() {
     };
     assert!(status.success(), "the installed app exits cleanly: {status}");
     assert!(!runtime_file.exists(), "and stops its gateway in order");
+}
+
+/// Resident memory (KiB) of a process and all its descendants (WebKit's web and network
+/// processes are children of the app).
+fn tree_rss_kib(root: i32) -> u64 {
+    let mut parents = std::collections::HashMap::<i32, Vec<i32>>::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)?.parse().ok());
+        if let Some(ppid) = ppid {
+            parents.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut total = 0;
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        stack.extend(parents.get(&pid).cloned().unwrap_or_default());
+    }
+    total
+}
+
+/// The desktop budget of docs/benchmarks.md: cold start to the first tile and the first chart,
+/// and the memory of the app with its window open and 10 simulated tags. Not a test: run with
+/// `make bench-desktop` (release binary; GATEHOUSE_DESKTOP=path overrides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: make bench-desktop"]
+async fn bench_desktop_budget() {
+    let app = std::env::var_os("GATEHOUSE_DESKTOP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/gatehouse-desktop"));
+    assert!(app.exists(), "{} is missing: cargo build --release -p gatehouse-desktop", app.display());
+    let Some(desktop) = DesktopSession::start() else { return };
+    let data_dir = desktop.dir.path().join("data");
+    let args = app_args(&data_dir, "127.0.0.1:0", &["--simulate", "10", "--seed", "3"]);
+    let started = Instant::now();
+    let driver = WebDriver::launch(&desktop, &app, &args).await;
+    let session = started.elapsed();
+    driver.wait_for("[data-testid=tile]", Duration::from_secs(30)).await;
+    let first_tile = started.elapsed();
+    driver.wait_for("[data-testid=tile] svg.spark polyline", Duration::from_secs(30)).await;
+    let first_chart = started.elapsed();
+    let runtime = wait_for_runtime(&data_dir, &driver);
+    let mut samples = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        samples.push(tree_rss_kib(runtime.pid));
+    }
+    let app_only = std::fs::read_to_string(format!("/proc/{}/status", runtime.pid))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    println!("| binary | {} |", app.display());
+    println!("| window ready (WebDriver session) | {} ms |", session.as_millis());
+    println!("| cold start → first tile | {} ms |", first_tile.as_millis());
+    println!("| cold start → first chart (sparkline) | {} ms |", first_chart.as_millis());
+    println!(
+        "| RSS, app + WebKit processes, 10 tags, window open (every 5 s for 30 s) | {} MiB |",
+        samples.iter().map(|kib| format!("{:.0}", *kib as f64 / 1024.0)).collect::<Vec<_>>().join(", ")
+    );
+    println!("| RSS of the app process alone at the end | {app_only} |");
+    desktop.tray(&["click", "Quit Gatehouse"]).unwrap();
+    wait_until(Duration::from_secs(20), "the app to quit", || !alive(runtime.pid));
 }

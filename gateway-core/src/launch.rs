@@ -17,7 +17,7 @@ pub struct RunArgs {
     /// Directory for the database and generated files (default: the platform's data directory).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// MQTT listener address; port 0 picks a free port (default 127.0.0.1:1883).
+    /// MQTT listener address; port 0 picks a free port (default 0.0.0.0:1883).
     #[arg(long, value_name = "ADDR")]
     mqtt: Option<SocketAddr>,
     /// MQTT over TLS listener, or "off" (default 0.0.0.0:8883).
@@ -29,7 +29,7 @@ pub struct RunArgs {
     /// MQTT over secure WebSocket listener, or "off" (default 0.0.0.0:9443).
     #[arg(long, value_name = "ADDR|off", value_parser = parse_listener)]
     mqtt_wss: Option<Listener>,
-    /// LAN listener for remote Ruuvi Gateways' HTTP posts (default 0.0.0.0:8081), or `off`.
+    /// LAN listener for remote Ruuvi Gateways' HTTP posts, e.g. 0.0.0.0:8081 (default off), or `off`.
     #[arg(long, value_name = "ADDR|off", value_parser = parse_listener)]
     ingest: Option<Listener>,
     /// HTTP API address; port 0 picks a free port (default 127.0.0.1:8080).

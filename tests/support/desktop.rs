@@ -60,6 +60,7 @@ impl DesktopSession {
         let dir = tempfile::tempdir().expect("temp dir");
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
         let mut session =
             DesktopSession { children: Vec::new(), display: String::new(), bus: String::new(), home, dir };
 
@@ -123,6 +124,8 @@ impl DesktopSession {
             ("XDG_CONFIG_HOME".into(), format!("{home}/.config")),
             ("XDG_DATA_HOME".into(), format!("{home}/.local/share")),
             ("XDG_CACHE_HOME".into(), format!("{home}/.cache")),
+            // Private temp files (the tray icon's PNGs among them).
+            ("TMPDIR".into(), self.dir.path().join("tmp").display().to_string()),
             // No accessibility bus: it would outlive the test.
             ("NO_AT_BRIDGE".into(), "1".into()),
         ]
@@ -151,6 +154,24 @@ impl DesktopSession {
 
     pub fn tray_status(&self) -> Option<Value> {
         self.tray(&["status"]).ok().and_then(|s| serde_json::from_str(&s).ok())
+    }
+
+    /// Whether the tray currently shows `icon` (a file of the repository's `icons/`), compared
+    /// pixel by pixel with what the tray host was given.
+    pub fn tray_shows(&self, icon: &str) -> bool {
+        let Some(status) = self.tray_status() else { return false };
+        let shown = status["icon"].as_str().unwrap_or_default().to_string();
+        let expected = Path::new(env!("CARGO_MANIFEST_DIR")).join("../icons").join(icon);
+        let pixels = |path: &Path| {
+            Command::new("convert")
+                .arg(path)
+                .arg("rgba:-")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| o.stdout)
+        };
+        matches!((pixels(Path::new(&shown)), pixels(&expected)), (Some(a), Some(b)) if a == b)
     }
 
     /// Top-level X windows with their titles.
