@@ -342,6 +342,7 @@ impl Gateway {
         }
         let web_auth = api::WebAuth::load(data_dir.clone(), login_required);
         let app = api::router(ApiState {
+            http: Arc::default(),
             store: store.clone(),
             registry,
             bus: bus.clone(),

@@ -8,6 +8,7 @@ mod devices;
 mod error;
 mod lifecycle;
 mod live;
+mod metrics;
 mod params;
 mod receivers;
 mod session;
@@ -35,6 +36,8 @@ use crate::store::Store;
 
 #[derive(Clone)]
 pub struct ApiState {
+    /// HTTP answers by status class, for `/metrics`.
+    pub http: std::sync::Arc<metrics::HttpStats>,
     pub store: Store,
     pub registry: Registry,
     pub bus: Bus,
@@ -119,8 +122,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/auth/login", axum::routing::post(session::login))
         .route("/api/auth/logout", axum::routing::post(session::logout))
         .route("/api/auth/launch", get(session::launch))
+        .route("/metrics", get(metrics::metrics))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), session::guard))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
         .with_state(state)
 }
 

@@ -181,7 +181,8 @@ fn with_cookie(mut response: Response, token: &str, max_age: u64) -> Response {
 /// Applied to every request: cross-origin refusal, then the session check for `/api/…`.
 pub async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let api = path == "/api" || path.starts_with("/api/");
+    // `/metrics` is API too: counters are for the gateway's owner, not everyone on the LAN.
+    let api = path == "/api" || path.starts_with("/api/") || path == "/metrics";
     let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let websocket = request.headers().contains_key(header::UPGRADE);
     if api && (changes_state || websocket) && !same_origin(request.headers()) {
