@@ -11,14 +11,14 @@ fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
 }
 
 fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+    scrape.samples.iter().find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))).map(|s| {
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             _ => f64::NAN,
-        })
+        }
+    })
 }
 
 #[tokio::test]
@@ -63,4 +63,157 @@ async fn metrics_need_a_login_where_the_api_does() {
     let scraped = reqwest::Client::new().get(daemon.http("/metrics")).bearer_auth(token.trim()).send().await.unwrap();
     assert_eq!(scraped.status(), 200);
     assert!(scraped.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+}
+
+async fn usernames(daemon: &Daemon) -> Vec<String> {
+    let accounts = daemon.get_json("/api/broker/accounts").await;
+    accounts.as_array().unwrap().iter().filter_map(|a| a["username"].as_str().map(String::from)).collect()
+}
+
+#[tokio::test]
+async fn backup_then_restore_round_trips_and_bad_files_are_refused() {
+    let mut daemon = Daemon::start(&["--simulate", "2", "--seed", "5"]);
+    daemon.account("kept-viewer", "service", &[]).await;
+    eventually(Duration::from_secs(15), async || {
+        let health = daemon.get_json("/api/health").await;
+        (health["store"]["rowsWritten"].as_u64()? >= 6).then_some(())
+    })
+    .await
+    .expect("some readings are stored");
+
+    // The backup: a consistent SQLite file taken while the gateway writes.
+    let response = reqwest::get(daemon.http("/api/backup")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-disposition"].to_str().unwrap().contains("attachment"));
+    let bytes = response.bytes().await.unwrap();
+    let file = daemon.data_dir.join("../backup-under-test.db");
+    std::fs::write(&file, &bytes).unwrap();
+    let (integrity, readings, identities) = {
+        let conn = rusqlite::Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let readings: i64 = conn.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0)).unwrap();
+        let identities: i64 =
+            conn.query_row("SELECT COUNT(*) FROM identities WHERE username = 'kept-viewer'", [], |r| r.get(0)).unwrap();
+        (integrity, readings, identities)
+    };
+    assert_eq!((integrity.as_str(), identities), ("ok", 1));
+    assert!(readings > 0);
+
+    // Changes after the backup are undone by the restore.
+    daemon.account("after-backup", "service", &[]).await;
+
+    // What is not an intact Gatehouse database is refused, and nothing is staged.
+    let client = reqwest::Client::new();
+    let refused =
+        client.post(daemon.http("/api/restore")).body("not a database at all".repeat(50)).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "restore_invalid", "{body}");
+    let mut truncated = bytes.to_vec();
+    truncated.truncate(bytes.len() / 2);
+    let refused = client.post(daemon.http("/api/restore")).body(truncated).send().await.unwrap();
+    assert_eq!(refused.status(), 400, "half a database is refused");
+    assert!(!daemon.data_dir.join("restore-pending.db").exists());
+
+    let staged = client.post(daemon.http("/api/restore")).body(bytes.to_vec()).send().await.unwrap();
+    assert_eq!(staged.status(), 202);
+    let staged: serde_json::Value = staged.json().await.unwrap();
+    assert_eq!(staged["backup"]["readings"].as_i64(), Some(readings), "{staged}");
+    assert!(usernames(&daemon).await.contains(&"after-backup".to_string()), "nothing changes before the restart");
+
+    daemon.kill_and_restart();
+    let names = usernames(&daemon).await;
+    assert!(names.contains(&"kept-viewer".to_string()) && !names.contains(&"after-backup".to_string()), "{names:?}");
+    let kept_previous = std::fs::read_dir(&daemon.data_dir)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("gatehouse.db.before-restore-"));
+    assert!(kept_previous, "the database before the restore is kept");
+    assert!(!daemon.data_dir.join("restore-pending.db").exists(), "the restore is used once");
+    std::fs::remove_file(file).unwrap();
+}
+
+#[tokio::test]
+async fn readings_export_as_csv_and_json_lines_for_a_range() {
+    let daemon = Daemon::start(&["--simulate", "1", "--seed", "9"]);
+    let id = eventually(Duration::from_secs(15), async || {
+        let devices = daemon.get_json("/api/devices").await;
+        let device = devices.as_array()?.first()?.clone();
+        let health = daemon.get_json("/api/health").await;
+        (health["store"]["rowsWritten"].as_u64()? >= 4).then(|| device["id"].as_str().unwrap().to_string())
+    })
+    .await
+    .expect("a tag with readings");
+
+    let csv = reqwest::get(daemon.http(&format!("/api/devices/{id}/export"))).await.unwrap().text().await.unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("ts,rssi,temperature,humidity,pressure"), "{header}");
+    let rows: Vec<&str> = lines.collect();
+    assert!(rows.len() >= 3, "{csv}");
+    let width = header.split(',').count();
+    assert!(rows.iter().all(|r| r.split(',').count() == width), "every row has every column");
+    let times: Vec<i64> = rows.iter().map(|r| r.split(',').next().unwrap().parse().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+
+    // A range: from the second reading to (excluding) the last one.
+    let (from, to) = (times[1], *times.last().unwrap());
+    let url = daemon.http(&format!("/api/devices/{id}/export?format=json&from={from}&to={to}"));
+    let json = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let objects: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!objects.is_empty());
+    assert!(objects.iter().all(|o| o["ts"].as_i64().unwrap() >= from && o["ts"].as_i64().unwrap() < to));
+    assert!(objects[0]["temperature"].is_number(), "{}", objects[0]);
+
+    let bad = reqwest::get(daemon.http(&format!("/api/devices/{id}/export?format=xml"))).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let unknown = reqwest::get(daemon.http("/api/devices/nobody/export")).await.unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn cli_backup_export_and_an_offline_restore() {
+    let mut daemon = Daemon::start(&["--simulate", "1", "--seed", "4"]);
+    daemon.account("cli-kept", "service", &[]).await;
+    let out = daemon.data_dir.join("../cli-backup.db");
+    let data_dir = daemon.data_dir.clone();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(gatehouse_tests::gatehouse_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .expect("run gatehouse")
+    };
+    let backup = cli(&["backup", "--out", out.to_str().unwrap()]);
+    assert!(backup.status.success(), "{}", String::from_utf8_lossy(&backup.stderr));
+    assert!(String::from_utf8_lossy(&backup.stdout).contains("backup written to"));
+    let tag = eventually(Duration::from_secs(15), async || {
+        daemon.get_json("/api/devices").await[0]["id"].as_str().map(String::from)
+    })
+    .await
+    .expect("the simulated tag");
+    let export = cli(&["export", &tag, "--format", "json"]);
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    assert!(String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+
+    // With the gateway stopped, `restore` checks the file and stages it for the next start.
+    daemon.account("cli-after", "service", &[]).await;
+    daemon.kill();
+    std::fs::write(daemon.data_dir.join("../garbage.db"), "no").unwrap();
+    let garbage = daemon.data_dir.join("../garbage.db");
+    let refused = cli(&["restore", garbage.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not restored"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let restore = cli(&["restore", out.to_str().unwrap()]);
+    assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
+    daemon.start_again();
+    let names = usernames(&daemon).await;
+    assert!(names.contains(&"cli-kept".to_string()) && !names.contains(&"cli-after".to_string()), "{names:?}");
 }

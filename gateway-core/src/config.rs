@@ -25,6 +25,28 @@ pub struct Config {
     pub receivers: ReceiversConfig,
     pub ruuvi_output: RuuviOutputConfig,
     pub simulator: SimulatorConfig,
+    pub homeassistant: HomeAssistantConfig,
+}
+
+/// Home Assistant MQTT discovery: Gatehouse, its adopted tags and active LAN devices appear in
+/// Home Assistant (docs/protocol.md, "Home Assistant").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    pub enabled: bool,
+    /// HA's discovery prefix (HA's default `homeassistant`).
+    pub prefix: String,
+    /// A tag's sensors become unavailable in HA after this long without a reading; `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub expire_after: Duration,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        // On by default, like Zigbee2MQTT: the configs only sit on our own broker until an
+        // account with the `homeassistant` role reads them.
+        HomeAssistantConfig { enabled: true, prefix: "homeassistant".into(), expire_after: Duration::from_secs(60) }
+    }
 }
 
 /// Remote Ruuvi Gateways feeding us (MQTT needs no setting: they publish to the broker).
@@ -248,6 +270,7 @@ impl Default for Config {
                 gateway_id: String::new(),
             },
             simulator: SimulatorConfig::default(),
+            homeassistant: HomeAssistantConfig::default(),
         }
     }
 }
@@ -502,6 +525,17 @@ impl Config {
         if self.simulator.interval < Duration::from_millis(10) {
             return invalid("simulator.interval", "must be at least 10ms");
         }
+        let prefix = &self.homeassistant.prefix;
+        if prefix.is_empty()
+            || prefix.starts_with('$')
+            || prefix.contains(['+', '#', '\0'])
+            || prefix.split('/').any(str::is_empty)
+        {
+            return invalid(
+                "homeassistant.prefix",
+                "must be a topic prefix such as `homeassistant` (no wildcards, no empty levels, not `$…`)",
+            );
+        }
         Ok(())
     }
 
@@ -519,7 +553,8 @@ impl Config {
 /// `GATEHOUSE_MQTT_MAX_PACKET_SIZE=1000` sets `mqtt.max_packet_size`; `GATEHOUSE_SITE=lab` sets
 /// `site`. Values are read as TOML (numbers, booleans) and fall back to plain strings.
 fn apply_env_override(table: &mut toml::Table, var: &str, name: &str, raw: &str) -> Result<(), ConfigError> {
-    const SECTIONS: &[&str] = &["log", "mqtt", "http", "store", "devices", "pipeline", "ble", "simulator"];
+    const SECTIONS: &[&str] =
+        &["log", "mqtt", "http", "store", "devices", "pipeline", "ble", "simulator", "homeassistant"];
     const TOP_LEVEL: &[&str] = &["site", "data_dir"];
     let lower = name.to_ascii_lowercase();
     let value = parse_env_value(raw);

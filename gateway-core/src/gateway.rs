@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::device_config;
 use crate::ha_import;
 use crate::health::{Health, SimulatorInfo};
+use crate::homeassistant;
 use crate::lifecycle::{self, Lifecycle};
 use crate::pipeline::{self, Advertisement, PipelineStats, Processor};
 use crate::reading::now_ms;
@@ -134,6 +135,15 @@ impl Gateway {
             format!("cannot create the data directory {}; pass --data-dir with a writable path", data_dir.display())
         })?;
         let database = data_dir.join(store::DATABASE_FILE);
+        match store::backup::apply_pending(&data_dir, &database, now_ms() / 1000) {
+            Ok(Some(kept)) => {
+                tracing::warn!(previous = %kept.display(), "restored the database from the staged backup; the previous one is kept")
+            }
+            Ok(None) => {}
+            Err(error) => tracing::error!(
+                "the staged restore was refused and set aside ({error}); starting with the current database"
+            ),
+        }
         let store = Store::open(&database)?;
         let known = store.devices().await?.into_iter().map(|d| (d.id, d.last_seen));
         let registry = Registry::with_known(known);
@@ -160,6 +170,8 @@ impl Gateway {
         let config_events = bus.subscribe_reliable("device-config", 256, device_config::wants);
         let registry_events = bus.subscribe("registry");
         let receiver_events = bus.subscribe_reliable("receivers", 1024, receivers::wants);
+        let homeassistant_events =
+            config.homeassistant.enabled.then(|| bus.subscribe_reliable("homeassistant", 1024, homeassistant::wants));
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
         let lifecycle = Lifecycle::start(
@@ -193,6 +205,23 @@ impl Gateway {
             task_events,
             shutdown.clone(),
         ));
+        let homeassistant_stats = Arc::new(homeassistant::HomeAssistantStats::default());
+        if let Some(events) = homeassistant_events {
+            let settings = homeassistant::Settings {
+                prefix: config.homeassistant.prefix.clone(),
+                site: config.site.clone(),
+                expire_after: Some(config.homeassistant.expire_after).filter(|d| !d.is_zero()),
+            };
+            tasks.spawn(homeassistant::run(
+                mqtt.links.clone(),
+                store.clone(),
+                task_service.clone(),
+                settings,
+                homeassistant_stats.clone(),
+                events,
+                shutdown.clone(),
+            ));
+        }
         let (alert_service, alert_reloads) = alerts::channel(store.clone(), bus.clone(), config.site.clone());
         let configs = device_config::Configs::new(store.clone(), bus.clone());
         tasks.spawn(device_config::run(configs.clone(), config_events, shutdown.clone()));
@@ -304,6 +333,7 @@ impl Gateway {
             simulator,
             lifecycle: lifecycle.stats.clone(),
             homeassistant_import: import_stats,
+            homeassistant: homeassistant_stats,
             receivers: ingest_stats,
             tasks: task_service.stats.clone(),
             alerts: alert_service.stats.clone(),

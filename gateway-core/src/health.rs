@@ -30,6 +30,7 @@ pub struct Health {
     pub simulator: Option<SimulatorInfo>,
     pub lifecycle: Arc<LifecycleStats>,
     pub homeassistant_import: Arc<crate::ha_import::ImportStats>,
+    pub homeassistant: Arc<crate::homeassistant::HomeAssistantStats>,
     pub receivers: Arc<crate::receivers::IngestStats>,
     pub tasks: Arc<crate::tasks::TaskStats>,
     pub alerts: Arc<crate::alerts::AlertStats>,
@@ -74,6 +75,9 @@ pub struct HealthReport {
     pub lifecycle: LifecycleReport,
     /// Home Assistant discovery import: configs seen and rejected, state messages and unreadable ones.
     pub homeassistant_import: serde_json::Value,
+    /// Home Assistant discovery: configs published and removed, commands received, accepted and
+    /// refused (malformed, unknown device or command, refused by the task service).
+    pub homeassistant: serde_json::Value,
     /// Remote receivers: HTTP posts and MQTT messages accepted and refused.
     pub receivers: serde_json::Value,
     /// Tasks created, sent, re-sent, finished by outcome, retried; responses ignored or malformed.
@@ -129,6 +133,7 @@ impl Health {
                 }
             },
             homeassistant_import: serde_json::to_value(&*self.homeassistant_import).unwrap_or_default(),
+            homeassistant: serde_json::to_value(&*self.homeassistant).unwrap_or_default(),
             receivers: serde_json::to_value(&*self.receivers).unwrap_or_default(),
             tasks: serde_json::to_value(&*self.tasks).unwrap_or_default(),
             alerts: serde_json::to_value(&*self.alerts).unwrap_or_default(),

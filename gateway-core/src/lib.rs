@@ -13,6 +13,7 @@ pub mod device_config;
 pub mod gateway;
 pub mod ha_import;
 pub mod health;
+pub mod homeassistant;
 pub mod launch;
 pub mod lifecycle;
 pub mod lockout;

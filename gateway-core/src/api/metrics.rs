@@ -38,23 +38,58 @@ const SERIES: &[(&str, Kind, &str, &str)] = &[
     ("mqtt_throttled", Kind::Counter, "/mqtt/throttled", "Times a client was paused for its publish rate"),
     ("mqtt_malformed_packets", Kind::Counter, "/mqtt/malformedPackets", "Malformed MQTT packets"),
     ("mqtt_oversized_packets", Kind::Counter, "/mqtt/oversizedPackets", "MQTT packets over the size limit"),
-    ("mqtt_dropped_for_slow_subscribers", Kind::Counter, "/mqtt/droppedForSlowSubscribers", "Messages dropped because a subscriber could not keep up"),
-    ("mqtt_telemetry_rejected", Kind::Counter, "/mqtt/telemetryRejected", "Device telemetry messages refused as invalid"),
+    (
+        "mqtt_dropped_for_slow_subscribers",
+        Kind::Counter,
+        "/mqtt/droppedForSlowSubscribers",
+        "Messages dropped because a subscriber could not keep up",
+    ),
+    (
+        "mqtt_telemetry_rejected",
+        Kind::Counter,
+        "/mqtt/telemetryRejected",
+        "Device telemetry messages refused as invalid",
+    ),
     ("pipeline_advertisements", Kind::Counter, "/pipeline/advertisements", "Advertisements received from all sources"),
     ("pipeline_readings", Kind::Counter, "/pipeline/readings", "Readings decoded and accepted"),
     ("pipeline_duplicates", Kind::Counter, "/pipeline/duplicates", "Advertisements dropped as duplicates"),
-    ("pipeline_rejected_malformed", Kind::Counter, "/pipeline/rejectedMalformed", "Advertisements refused as malformed"),
+    (
+        "pipeline_rejected_malformed",
+        Kind::Counter,
+        "/pipeline/rejectedMalformed",
+        "Advertisements refused as malformed",
+    ),
     ("store_rows_written", Kind::Counter, "/store/rowsWritten", "Rows written to SQLite"),
     ("store_write_errors", Kind::Counter, "/store/writeErrors", "Failed SQLite write batches"),
     ("store_queue_depth", Kind::Gauge, "/store/queueDepth", "Events waiting for the store writer"),
     ("store_rows_deleted_by_retention", Kind::Counter, "/store/rowsDeletedByRetention", "Rows removed by retention"),
     ("bus_lagged", Kind::Counter, "/bus/lagged", "Events lossy subscribers missed"),
-    ("ble_adverts_per_second", Kind::Gauge, "/bluetooth/advertsPerSecond", "Ruuvi advertisements per second from the local scanner"),
+    (
+        "ble_adverts_per_second",
+        Kind::Gauge,
+        "/bluetooth/advertsPerSecond",
+        "Ruuvi advertisements per second from the local scanner",
+    ),
     ("ble_advertisements", Kind::Counter, "/bluetooth/advertisements", "Ruuvi advertisements from the local scanner"),
-    ("ble_dropped_queue_full", Kind::Counter, "/bluetooth/droppedQueueFull", "Scanner advertisements dropped because the pipeline was full"),
+    (
+        "ble_dropped_queue_full",
+        Kind::Counter,
+        "/bluetooth/droppedQueueFull",
+        "Scanner advertisements dropped because the pipeline was full",
+    ),
     ("ble_scan_restarts", Kind::Counter, "/bluetooth/recoveries/scanRestarts", "Scans restarted by the watchdog"),
-    ("ble_new_managers", Kind::Counter, "/bluetooth/recoveries/newManagers", "New BlueZ connections made by the watchdog"),
-    ("ble_power_cycles", Kind::Counter, "/bluetooth/recoveries/powerCycles", "Scans restarted after the adapter was switched off and on"),
+    (
+        "ble_new_managers",
+        Kind::Counter,
+        "/bluetooth/recoveries/newManagers",
+        "New BlueZ connections made by the watchdog",
+    ),
+    (
+        "ble_power_cycles",
+        Kind::Counter,
+        "/bluetooth/recoveries/powerCycles",
+        "Scans restarted after the adapter was switched off and on",
+    ),
     ("ble_reconnects", Kind::Counter, "/bluetooth/recoveries/reconnects", "Scanner sessions restarted after an error"),
     ("ble_errors", Kind::Counter, "/bluetooth/errors", "Scanner errors"),
     ("receivers_advertisements", Kind::Counter, "/receivers/advertisements", "Advertisements from remote receivers"),
@@ -90,7 +125,12 @@ pub async fn count_requests(State(state): State<ApiState>, request: Request, nex
 }
 
 /// Writes the snapshot `report` (the health report as JSON) and the extra readings as text.
-fn render(report: &serde_json::Value, tasks_by_state: &[(String, i64)], database_bytes: u64, http: &HttpStats) -> String {
+fn render(
+    report: &serde_json::Value,
+    tasks_by_state: &[(String, i64)],
+    database_bytes: u64,
+    http: &HttpStats,
+) -> String {
     let mut registry = Registry::with_prefix("gatehouse");
     for &(name, kind, pointer, help) in SERIES {
         let value = report.pointer(pointer).cloned().unwrap_or_default();
@@ -122,7 +162,9 @@ fn render(report: &serde_json::Value, tasks_by_state: &[(String, i64)], database
     registry.register("store_database_bytes", "Size of the SQLite database and its WAL", size);
     let requests: Family<Vec<(String, String)>, Counter> = Family::default();
     for (i, count) in http.by_class.iter().enumerate() {
-        requests.get_or_create(&vec![("code".to_string(), format!("{}xx", i + 1))]).inc_by(count.load(Ordering::Relaxed));
+        requests
+            .get_or_create(&vec![("code".to_string(), format!("{}xx", i + 1))])
+            .inc_by(count.load(Ordering::Relaxed));
     }
     registry.register("http_requests", "HTTP requests answered, by status class", requests);
     let store_ok: Gauge = Gauge::default();
@@ -149,11 +191,8 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError
     let database = std::path::PathBuf::from(&state.health.database);
     let mut wal = database.clone().into_os_string();
     wal.push("-wal");
-    let database_bytes = [database.into_os_string(), wal]
-        .iter()
-        .filter_map(|path| std::fs::metadata(path).ok())
-        .map(|m| m.len())
-        .sum();
+    let database_bytes =
+        [database.into_os_string(), wal].iter().filter_map(|path| std::fs::metadata(path).ok()).map(|m| m.len()).sum();
     let text = render(&report, &tasks_by_state, database_bytes, &state.http);
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }

@@ -2,6 +2,7 @@
 //! Binds 127.0.0.1 by default; the WebSocket refuses foreign origins.
 
 mod alerts;
+mod backup;
 mod broker;
 mod config;
 mod devices;
@@ -116,7 +117,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/broker/accounts/{name}/certificate", axum::routing::post(broker::issue_certificate))
         .route("/api/broker/accounts/{name}/disable", axum::routing::post(broker::disable_account))
         .route("/api/settings", get(settings::get).put(settings::put))
-        .route("/api/export/database", get(settings::export_database))
+        .route("/api/export/database", get(backup::download))
+        .route("/api/backup", get(backup::download))
+        .route("/api/restore", axum::routing::post(backup::restore))
+        .route("/api/devices/{id}/export", get(backup::export_readings))
         .route("/api/auth", get(session::status))
         .route("/api/auth/setup", axum::routing::post(session::setup))
         .route("/api/auth/login", axum::routing::post(session::login))

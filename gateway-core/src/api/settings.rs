@@ -1,11 +1,8 @@
-//! `/api/settings`: the running configuration as the UI's settings page shows it (read-only:
-//! settings change in the config file, then a restart), and `/api/export/database`: a consistent
-//! copy of the whole SQLite database (`VACUUM INTO`), the complete data export and backup.
+//! `/api/settings`: the running configuration as the UI's settings page shows it, and the
+//! settings the UI may change (saved for the next start). The database export is `backup.rs`.
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -64,52 +61,19 @@ type SettingsBody = Result<Json<UiSettings>, axum::extract::rejection::JsonRejec
 /// `PUT /api/settings`: checks and saves settings for the next start.
 pub async fn put(State(state): State<ApiState>, body: SettingsBody) -> Result<Json<Value>, ApiError> {
     let Json(change) = body.map_err(|e| ApiError::bad_request("invalid_settings", e.body_text()))?;
-    let saved = UiSettings::load(&state.data_dir).map_err(internal)?.unwrap_or_default();
+    let saved = UiSettings::load(&state.data_dir).map_err(cannot_save)?.unwrap_or_default();
     let next = change.merged_over(&saved);
     let mut check = (*state.config).clone();
     next.apply(&mut check).map_err(|e| ApiError::bad_request("invalid_settings", e))?;
-    next.save(&state.data_dir).map_err(internal)?;
+    next.save(&state.data_dir).map_err(cannot_save)?;
     tracing::info!(settings = ?next, "settings saved from the web UI; they apply at the next start");
     Ok(Json(json!({"saved": next, "restartRequired": true})))
 }
 
-pub async fn export_database(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let dir = tempfile::tempdir_in(&state.data_dir).map_err(internal)?;
-    let copy = dir.path().join("gatehouse-export.db");
-    let target = copy.clone();
-    state
-        .store
-        .run(move |conn| {
-            conn.execute("VACUUM INTO ?1", [target.to_string_lossy().to_string()])?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| internal(format!("{e}")))?;
-    let file = tokio::fs::File::open(&copy).await.map_err(internal)?;
-    let length = file.metadata().await.map_err(internal)?.len();
-    // The directory (and the copy) go once the body is sent: the stream owns them.
-    let stream = tokio_util::io::ReaderStream::new(file);
-    let body = Body::from_stream(futures_util::StreamExt::map(stream, move |chunk| {
-        let _keep = &dir;
-        chunk
-    }));
-    let name = format!("gatehouse-{}-{}.db", state.site, crate::reading::now_ms() / 1000);
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/vnd.sqlite3".to_string()),
-            (header::CONTENT_LENGTH, length.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
-        ],
-        body,
-    )
-        .into_response())
-}
-
-fn internal(error: impl std::fmt::Display) -> ApiError {
+fn cannot_save(error: impl std::fmt::Display) -> ApiError {
     ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
-        code: "export_failed",
-        message: format!("cannot export the database: {error} (is the disk full?)"),
+        code: "settings_not_saved",
+        message: format!("cannot save the settings in the data directory: {error} (is the disk full?)"),
     }
 }

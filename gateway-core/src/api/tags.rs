@@ -107,6 +107,14 @@ async fn set(
     match updated {
         Ok((Some(device), calibration)) => {
             state.tag_settings.set(&device.id, TagSetting { blocked: new_state == "blocked", calibration });
+            // Other modules (Home Assistant discovery, the live view) follow adoption over the bus.
+            let change = crate::bus::LifecycleChange {
+                device_id: device.id.clone(),
+                action: action.into(),
+                state: new_state.into(),
+                at: now_ms(),
+            };
+            state.bus.publish(crate::bus::Event::DeviceLifecycle(std::sync::Arc::new(change))).await;
             Ok(Json(device))
         }
         Err("not_a_tag") => Err(ApiError::bad_request(

@@ -219,8 +219,8 @@ impl Directory {
         if !valid_device_id(&new.site) {
             return Err(DirectoryError::Invalid(format!("site `{}` is not a valid site name", new.site)));
         }
-        if !new.rules.is_empty() && new.role != Role::Service {
-            return Err(DirectoryError::Invalid("extra rules are only for service accounts".into()));
+        if !new.rules.is_empty() && !matches!(new.role, Role::Service | Role::HomeAssistant) {
+            return Err(DirectoryError::Invalid("extra rules are only for service and homeassistant accounts".into()));
         }
         validate_extra_rules(&new.site, &new.rules).map_err(DirectoryError::Invalid)?;
         if self.get(&new.username).is_some() {

@@ -29,6 +29,10 @@ pub enum Role {
     /// A remote Ruuvi Gateway (or BLE proxy) feeding advertisements: publishes
     /// `ruuvi/<gw MAC>/<tag MAC>` and `…/gw_status`, may post to the HTTP ingest, reads nothing.
     Receiver,
+    /// Home Assistant: what `service` reads, plus pressing the buttons and selects Gatehouse
+    /// publishes (`gatehouse/{site}/ha/+/+/set`, which become tasks), plus configured extra rules.
+    #[serde(rename = "homeassistant")]
+    HomeAssistant,
 }
 
 impl Role {
@@ -38,6 +42,7 @@ impl Role {
             Role::Provisioning => "provisioning",
             Role::Service => "service",
             Role::Receiver => "receiver",
+            Role::HomeAssistant => "homeassistant",
         }
     }
 
@@ -47,6 +52,7 @@ impl Role {
             "provisioning" => Some(Role::Provisioning),
             "service" => Some(Role::Service),
             "receiver" => Some(Role::Receiver),
+            "homeassistant" => Some(Role::HomeAssistant),
             _ => None,
         }
     }
@@ -102,8 +108,16 @@ impl Identity {
                 Rule::new("homeassistant/#", Access::ReadWrite),
             ],
             Role::Receiver => vec![Rule::new(topics::RUUVI_GATEWAY_TOPICS, Access::Write)],
+            Role::HomeAssistant => vec![
+                Rule::new(format!("devices/{site}/+/telemetry"), Access::Read),
+                Rule::new(format!("devices/{site}/+/status"), Access::Read),
+                Rule::new(format!("devices/{site}/+/alert"), Access::Read),
+                Rule::new(format!("gatehouse/{site}/#"), Access::Read),
+                Rule::new("homeassistant/#", Access::ReadWrite),
+                Rule::new(crate::homeassistant::discovery::command_filter(site), Access::Write),
+            ],
         };
-        if self.role == Role::Service {
+        if matches!(self.role, Role::Service | Role::HomeAssistant) {
             rules.extend(self.rules.iter().cloned());
         }
         Acl { rules }
@@ -114,7 +128,7 @@ impl Identity {
         match self.role {
             Role::Device => client_id == self.username,
             Role::Provisioning => valid_device_id(client_id),
-            Role::Service => true,
+            Role::Service | Role::HomeAssistant => true,
             // A Ruuvi Gateway's client id is its MAC by default; never a device's id, so a
             // receiver cannot take over a device's session.
             Role::Receiver => client_id == self.username || !valid_device_id(client_id),
@@ -216,6 +230,43 @@ mod tests {
             assert_eq!(check(&service, true), sp, "service publish {topic}");
             assert_eq!(check(&service, false), ss, "service subscribe {topic}");
         }
+    }
+
+    /// The `homeassistant` role: everything `service` may do, plus HA's command topics of its
+    /// own site, and nothing else. `service` may not press buttons.
+    #[test]
+    fn homeassistant_role_matrix() {
+        let ha = identity(Role::HomeAssistant, "ha", vec![]).acl("ha-client");
+        let service = identity(Role::Service, "viewer", vec![]).acl("viewer");
+        // (topic or filter, homeassistant publish, homeassistant subscribe, service publish)
+        let matrix = [
+            ("gatehouse/home/ha/esp-1/reboot/set", true, true, false),
+            ("gatehouse/home/ha/esp-1/reboot/task", false, true, false),
+            ("gatehouse/lab/ha/esp-1/reboot/set", false, false, false),
+            ("gatehouse/home/ha/+/+/set", false, true, false),
+            ("gatehouse/home/health", false, true, false),
+            ("gatehouse/home/status", false, true, false),
+            ("homeassistant/status", true, true, true),
+            ("homeassistant/device/gatehouse_x/config", true, true, true),
+            ("homeassistant/#", false, true, false),
+            ("devices/home/d1/telemetry", false, true, false),
+            ("devices/home/d1/status", false, true, false),
+            ("devices/home/d1/commands", false, false, false),
+            ("devices/home/d1/config", false, false, false),
+            ("devices/lab/d1/telemetry", false, false, false),
+            ("provisioning/home/x/register", false, false, false),
+            ("ruuvi/AA:BB:CC:DD:EE:FF/gw_status", false, false, false),
+            ("#", false, false, false),
+        ];
+        for (topic, hp, hs, sp) in matrix {
+            let is_filter = topic.contains(['+', '#']);
+            assert_eq!(ha.can_publish(topic), hp && !is_filter, "homeassistant publish {topic}");
+            assert_eq!(ha.can_subscribe(topic), hs, "homeassistant subscribe {topic}");
+            assert_eq!(service.can_publish(topic), sp && !is_filter, "service publish {topic}");
+        }
+        assert_eq!(Role::parse("homeassistant"), Some(Role::HomeAssistant));
+        assert_eq!(Role::HomeAssistant.as_str(), "homeassistant");
+        assert!(identity(Role::HomeAssistant, "ha", vec![]).allows_client_id("anything"));
     }
 
     #[test]

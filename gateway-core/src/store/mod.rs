@@ -3,10 +3,13 @@
 //! One writer thread owns all writes ([`writer`]), batching readings into transactions by count
 //! and by time; readers ([`Store`]) use their own connection, which WAL lets run concurrently.
 
+pub mod backup;
+mod export;
 mod history;
 mod schema;
 mod writer;
 
+pub use export::{export_columns, export_page, Cell, ExportRow};
 pub use history::{choose_bucket, History, HistoryError, HistoryQuery, Series};
 pub use schema::{column_for_field, schema_version, MigrationError, MEASUREMENT_COLUMNS};
 pub use writer::{spawn_writer, StoreSnapshot, StoreStats, WriterHandle};

@@ -13,10 +13,10 @@ pub struct ApiArgs {
     /// Base URL of the gateway's API, e.g. http://127.0.0.1:8080 (default: the gateway running on
     /// this machine's data directory).
     #[arg(long, value_name = "URL", global = true)]
-    api: Option<String>,
+    pub api: Option<String>,
     /// Data directory of the running gateway, used to find it (default: the platform's).
     #[arg(long, value_name = "DIR", global = true)]
-    data_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
 }
 
 pub struct Api {
@@ -64,6 +64,32 @@ impl Api {
 
     pub async fn delete(&self, path: &str) -> Result<Value, String> {
         self.send(self.http.delete(self.url(path))).await
+    }
+
+    /// A GET whose answer is a file (backup, export).
+    pub async fn download(&self, path: &str) -> Result<Vec<u8>, String> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the gateway at {}: {e}", self.base))?;
+        if !response.status().is_success() {
+            return self.send_error(response).await;
+        }
+        Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
+    }
+
+    /// A POST of a file as the body.
+    pub async fn upload(&self, path: &str, body: Vec<u8>) -> Result<Value, String> {
+        self.send(self.http.post(self.url(path)).body(body)).await
+    }
+
+    async fn send_error<T>(&self, response: reqwest::Response) -> Result<T, String> {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let message = body["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
+        Err(format!("{status}: {message}"))
     }
 
     fn url(&self, path: &str) -> String {

@@ -1,6 +1,7 @@
 //! `gatehouse`: the headless gateway daemon and its command-line tools.
 
 mod accounts;
+mod backup;
 mod client;
 mod decode;
 mod devices;
@@ -40,6 +41,12 @@ enum Command {
     Tasks(tasks::ListArgs),
     /// Cancel a task that has not finished.
     Cancel(tasks::CancelArgs),
+    /// Download a consistent backup of the running gateway's database.
+    Backup(backup::BackupArgs),
+    /// Restore a backup: checked, then used at the gateway's next start (the current database is kept).
+    Restore(backup::RestoreArgs),
+    /// Print a device's stored readings as CSV or JSON lines.
+    Export(backup::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,5 +62,8 @@ fn main() -> ExitCode {
         Command::Send(args) => tasks::send(args),
         Command::Tasks(args) => tasks::list(args),
         Command::Cancel(args) => tasks::cancel(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
+        Command::Export(args) => backup::export(args),
     }
 }
