@@ -217,3 +217,99 @@ async fn cli_backup_export_and_an_offline_restore() {
     let names = usernames(&daemon).await;
     assert!(names.contains(&"cli-kept".to_string()) && !names.contains(&"cli-after".to_string()), "{names:?}");
 }
+
+/// One recorded webhook request: its head (lowercased) and body.
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver on loopback that answers 500 to the first `failures` requests, then 200.
+async fn webhook_receiver(failures: usize) -> (std::net::SocketAddr, Requests) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let requests: Requests = Default::default();
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let mut data = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let (head, body) = loop {
+                let n = socket.read(&mut buffer).await.unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                data.extend_from_slice(&buffer[..n]);
+                if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while data.len() < end + 4 + length {
+                        let n = socket.read(&mut buffer).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        data.extend_from_slice(&buffer[..n]);
+                    }
+                    break (head, data[end + 4..].to_vec());
+                }
+            };
+            let count = {
+                let mut all = seen.lock().unwrap();
+                all.push((head, body));
+                all.len()
+            };
+            let status = if count <= failures { "500 Internal Server Error" } else { "200 OK" };
+            let _ = socket
+                .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                .await;
+        }
+    });
+    (address, requests)
+}
+
+#[tokio::test]
+async fn alert_webhooks_are_signed_and_retried_until_accepted() {
+    let (address, requests) = webhook_receiver(2).await;
+    let config = format!(
+        "[simulator]\nsilence_every = \"3650d\"\ndrop_probability = 0.0\n\n[[alerts.webhooks]]\nurl = \"http://{address}/hook\"\nsecret = \"s3cret\"\nevents = [\"raised\"]\n"
+    );
+    let daemon = Daemon::start_with_config(&config, &["--simulate", "1", "--seed", "3"]);
+    let rule = serde_json::json!({
+        "name": "Always", "devices": "ruuvi-*", "field": "temperature",
+        "condition": "above", "threshold": -100, "clearAt": -101, "for": "1s", "severity": "warning"
+    });
+    let (status, created) = daemon.post_json("/api/alert-rules", rule).await;
+    assert_eq!(status, 201, "{created}");
+
+    // Two refusals, then the third attempt is accepted (1 s and 2 s apart).
+    let delivered = eventually(Duration::from_secs(20), async || {
+        let all = requests.lock().unwrap().clone();
+        (all.len() >= 3).then_some(all)
+    })
+    .await
+    .expect("the webhook is retried until accepted");
+    let bodies: Vec<&Vec<u8>> = delivered.iter().map(|(_, body)| body).collect();
+    assert!(bodies[..3].iter().all(|b| *b == bodies[0]), "each retry sends the same alert");
+    let (head, body) = &delivered[2];
+    assert!(head.contains("x-gatehouse-attempt: 3"), "{head}");
+    let payload: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(payload["event"], "alert.raised");
+    assert!(payload["alert"]["deviceId"].as_str().unwrap().starts_with("ruuvi-"), "{payload}");
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"s3cret").unwrap();
+    mac.update(body);
+    let expected = format!("x-gatehouse-signature: sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert!(head.lines().any(|l| l == expected), "the body is signed with the shared secret:\n{head}");
+
+    let counted = eventually(Duration::from_secs(5), async || {
+        let health = daemon.get_json("/api/health").await;
+        let webhooks = health["alertWebhooks"].clone();
+        (webhooks["delivered"].as_u64()? >= 1).then_some(webhooks)
+    })
+    .await
+    .expect("deliveries are counted");
+    assert!(counted["failedAttempts"].as_u64().unwrap() >= 2, "{counted}");
+}

@@ -26,6 +26,44 @@ pub struct Config {
     pub ruuvi_output: RuuviOutputConfig,
     pub simulator: SimulatorConfig,
     pub homeassistant: HomeAssistantConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// Outbound notifications of alerts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// HTTP endpoints that get a POST for every alert raised, cleared or acknowledged.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Which changes to send: any of `raised`, `cleared`, `acknowledged` (default: all).
+    #[serde(default = "all_alert_events")]
+    pub events: Vec<String>,
+    /// Signs each body with HMAC-SHA256 (`X-Gatehouse-Signature: sha256=<hex>`) when set.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Attempts per alert before it is given up (counted).
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn all_alert_events() -> Vec<String> {
+    ["raised", "cleared", "acknowledged"].map(String::from).to_vec()
+}
+
+fn default_webhook_attempts() -> u32 {
+    8
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// Home Assistant MQTT discovery: Gatehouse, its adopted tags and active LAN devices appear in
@@ -271,6 +309,7 @@ impl Default for Config {
             },
             simulator: SimulatorConfig::default(),
             homeassistant: HomeAssistantConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -456,6 +495,24 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.into(), reason: reason.into() });
+        for hook in &self.alerts.webhooks {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://"))
+                || hook.url.parse::<reqwest::Url>().is_err()
+            {
+                return invalid("alerts.webhooks.url", "must be an http:// or https:// URL");
+            }
+            if let Some(event) =
+                hook.events.iter().find(|e| !["raised", "cleared", "acknowledged"].contains(&e.as_str()))
+            {
+                return invalid(
+                    "alerts.webhooks.events",
+                    &format!("unknown event `{event}`: use raised, cleared, acknowledged"),
+                );
+            }
+            if hook.max_attempts == 0 {
+                return invalid("alerts.webhooks.max_attempts", "must be at least 1");
+            }
+        }
         if self.site.is_empty()
             || !self.site.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         {

@@ -167,6 +167,8 @@ impl Gateway {
         let lifecycle_events = bus.subscribe_reliable("lifecycle", 1024, lifecycle::wants);
         let task_events = bus.subscribe_reliable("tasks", 1024, tasks::wants);
         let alert_events = bus.subscribe_reliable("alert-rules", 4096, alerts::wants);
+        let webhook_events = (!config.alerts.webhooks.is_empty())
+            .then(|| bus.subscribe_reliable("alert-webhooks", 4096, alerts::webhooks::wants));
         let config_events = bus.subscribe_reliable("device-config", 256, device_config::wants);
         let registry_events = bus.subscribe("registry");
         let receiver_events = bus.subscribe_reliable("receivers", 1024, receivers::wants);
@@ -226,6 +228,18 @@ impl Gateway {
         let configs = device_config::Configs::new(store.clone(), bus.clone());
         tasks.spawn(device_config::run(configs.clone(), config_events, shutdown.clone()));
         tasks.spawn(alerts::run(alert_service.clone(), alert_reloads, alert_events, shutdown.clone()));
+        let webhook_stats = Arc::new(alerts::webhooks::WebhookStats::default());
+        if let Some(events) = webhook_events {
+            // reqwest's TLS (https webhooks) uses the process-wide rustls provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            tasks.spawn(alerts::webhooks::run(
+                config.alerts.webhooks.clone(),
+                config.site.clone(),
+                webhook_stats.clone(),
+                events,
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(registry::run(
             registry.clone(),
             bus.clone(),
@@ -337,6 +351,7 @@ impl Gateway {
             receivers: ingest_stats,
             tasks: task_service.stats.clone(),
             alerts: alert_service.stats.clone(),
+            alert_webhooks: webhook_stats,
             device_config: configs.stats.clone(),
         };
 

@@ -34,6 +34,7 @@ pub struct Health {
     pub receivers: Arc<crate::receivers::IngestStats>,
     pub tasks: Arc<crate::tasks::TaskStats>,
     pub alerts: Arc<crate::alerts::AlertStats>,
+    pub alert_webhooks: Arc<crate::alerts::webhooks::WebhookStats>,
     pub device_config: Arc<crate::device_config::ConfigStats>,
 }
 
@@ -84,6 +85,8 @@ pub struct HealthReport {
     pub tasks: serde_json::Value,
     /// Alerts raised, cleared and acknowledged by the gateway's rules and people.
     pub alerts: serde_json::Value,
+    /// Alert webhook deliveries: delivered, failed attempts, given up, dropped.
+    pub alert_webhooks: serde_json::Value,
     /// Desired configurations changed and sent, device reports (malformed ones counted).
     pub device_config: serde_json::Value,
 }
@@ -137,6 +140,7 @@ impl Health {
             receivers: serde_json::to_value(&*self.receivers).unwrap_or_default(),
             tasks: serde_json::to_value(&*self.tasks).unwrap_or_default(),
             alerts: serde_json::to_value(&*self.alerts).unwrap_or_default(),
+            alert_webhooks: self.alert_webhooks.snapshot(),
             device_config: serde_json::to_value(&*self.device_config).unwrap_or_default(),
         }
     }

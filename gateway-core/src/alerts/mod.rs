@@ -5,6 +5,7 @@
 
 pub mod db;
 pub mod rules;
+pub mod webhooks;
 
 pub use rules::{Condition, Rule, RuleRequest};
 

@@ -835,10 +835,7 @@ mod tests {
                    {"topic": "devices/home/ruuvi-cbb8334c884f/status", "payload_available": "online", "payload_not_available": "offline"}])
         );
         assert_eq!(df5.payload["availability_mode"], "all");
-        assert_eq!(
-            df5.payload["origin"],
-            json!({"name": "Gatehouse", "sw_version": "1.2.3"})
-        );
+        assert_eq!(df5.payload["origin"], json!({"name": "Gatehouse", "sw_version": "1.2.3"}));
         // Pa in our readings, hPa in HA.
         let pressure = components_of(&df5)["pressure"]["value_template"].as_str().unwrap().to_string();
         assert!(pressure.contains("/ 100"), "{pressure}");

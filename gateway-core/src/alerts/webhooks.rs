@@ -1,0 +1,249 @@
+//! Alert webhooks: every alert raised, cleared or acknowledged is POSTed as JSON to each
+//! configured URL, in order per URL, retried with exponential backoff until it is accepted (any
+//! 2xx) or `max_attempts` is spent (then counted as given up). Bodies can be signed with
+//! HMAC-SHA256 so receivers can check they come from this gateway. The queue per URL lives in
+//! memory (bounded): alerts pending delivery when the gateway stops are not re-sent.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{AlertRecord, Event, Subscription};
+use crate::config::WebhookConfig;
+use crate::reading::now_ms;
+
+/// Deliveries waiting per URL; beyond it the oldest waiting one is dropped (counted).
+const QUEUE_MAX: usize = 1000;
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    pub delivered: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub given_up: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+}
+
+impl WebhookStats {
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "delivered": self.delivered.load(Ordering::Relaxed),
+            "failedAttempts": self.failed_attempts.load(Ordering::Relaxed),
+            "givenUp": self.given_up.load(Ordering::Relaxed),
+            "droppedQueueFull": self.dropped_queue_full.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Which change of an alert this record announces.
+pub fn event_name(alert: &AlertRecord) -> &'static str {
+    match (alert.acknowledged_at, alert.cleared_at) {
+        (Some(acked), Some(cleared)) if acked >= cleared => "acknowledged",
+        (Some(_), None) => "acknowledged",
+        _ if alert.state == "cleared" => "cleared",
+        _ => "raised",
+    }
+}
+
+/// Wait before attempt `attempt` (2, 3, …): 1 s, 2 s, 4 s … capped at five minutes.
+pub fn retry_delay(attempt: u32) -> Duration {
+    let doubling = attempt.saturating_sub(2).min(16);
+    (Duration::from_secs(1) * 2u32.pow(doubling)).min(RETRY_MAX)
+}
+
+/// `sha256=<hex of HMAC-SHA256(secret, body)>`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload<'a> {
+    /// `alert.raised`, `alert.cleared` or `alert.acknowledged`.
+    event: String,
+    site: &'a str,
+    sent_at: i64,
+    alert: &'a AlertRecord,
+}
+
+pub fn wants(event: &Event) -> bool {
+    matches!(event, Event::Alert(_))
+}
+
+/// Fans alerts out to one delivery task per configured URL.
+pub async fn run(
+    hooks: Vec<WebhookConfig>,
+    site: String,
+    stats: Arc<WebhookStats>,
+    mut events: Subscription,
+    shutdown: CancellationToken,
+) {
+    let client = match reqwest::Client::builder().build() {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot create the HTTP client for alert webhooks; they are off");
+            return;
+        }
+    };
+    let mut senders = Vec::new();
+    for hook in hooks {
+        let (tx, rx) = mpsc::unbounded_channel::<Arc<AlertRecord>>();
+        senders.push((hook.events.clone(), tx));
+        tokio::spawn(deliver(hook, site.clone(), client.clone(), stats.clone(), rx, shutdown.clone()));
+    }
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.recv() => event,
+        };
+        let Some(Event::Alert(alert)) = event else {
+            if event.is_none() {
+                return;
+            }
+            continue;
+        };
+        let name = event_name(&alert);
+        for (wanted, sender) in &senders {
+            if wanted.iter().any(|e| e == name) {
+                let _ = sender.send(alert.clone());
+            }
+        }
+    }
+}
+
+async fn deliver(
+    hook: WebhookConfig,
+    site: String,
+    client: reqwest::Client,
+    stats: Arc<WebhookStats>,
+    mut incoming: mpsc::UnboundedReceiver<Arc<AlertRecord>>,
+    shutdown: CancellationToken,
+) {
+    let mut queue: VecDeque<Arc<AlertRecord>> = VecDeque::new();
+    loop {
+        // Take everything that arrived; keep the queue bounded.
+        while let Ok(alert) = incoming.try_recv() {
+            queue.push_back(alert);
+        }
+        while queue.len() > QUEUE_MAX {
+            queue.pop_front();
+            stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(alert) = queue.pop_front() else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = incoming.recv() => match next {
+                    Some(alert) => { queue.push_back(alert); continue; }
+                    None => return,
+                },
+            }
+        };
+        let body = serde_json::to_vec(&Payload {
+            event: format!("alert.{}", event_name(&alert)),
+            site: &site,
+            sent_at: now_ms(),
+            alert: &alert,
+        })
+        .unwrap_or_default();
+        let mut attempt = 1;
+        loop {
+            let mut request = client
+                .post(&hook.url)
+                .timeout(hook.timeout)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("X-Gatehouse-Attempt", attempt.to_string())
+                .body(body.clone());
+            if let Some(secret) = &hook.secret {
+                request = request.header("X-Gatehouse-Signature", signature(secret, &body));
+            }
+            let outcome = match request.send().await {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(format!("answered {}", response.status())),
+                Err(error) => Err(error.to_string()),
+            };
+            match outcome {
+                Ok(()) => {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(why) => {
+                    stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    if attempt >= hook.max_attempts {
+                        stats.given_up.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(url = %hook.url, alert = alert.id, attempts = attempt, "alert webhook given up: {why}");
+                        break;
+                    }
+                    attempt += 1;
+                    let wait = retry_delay(attempt);
+                    tracing::warn!(url = %hook.url, alert = alert.id, "alert webhook failed ({why}); attempt {attempt} in {wait:?}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(state: &str, cleared_at: Option<i64>, acknowledged_at: Option<i64>) -> AlertRecord {
+        AlertRecord {
+            id: 1,
+            device_id: "d".into(),
+            site: "home".into(),
+            ts: 0,
+            severity: "warning".into(),
+            code: None,
+            message: "m".into(),
+            source: "device".into(),
+            details: None,
+            state: state.into(),
+            rule_id: None,
+            cleared_at,
+            acknowledged_at,
+            acknowledged_by: None,
+        }
+    }
+
+    #[test]
+    fn names_the_change() {
+        let table = [
+            (alert("active", None, None), "raised"),
+            (alert("cleared", Some(5), None), "cleared"),
+            (alert("active", None, Some(6)), "acknowledged"),
+            (alert("cleared", Some(5), Some(6)), "acknowledged"),
+            (alert("cleared", Some(7), Some(6)), "cleared"),
+        ];
+        for (record, name) in table {
+            assert_eq!(event_name(&record), name, "{record:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (2..=12).map(|a| retry_delay(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
