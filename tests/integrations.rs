@@ -313,3 +313,53 @@ async fn alert_webhooks_are_signed_and_retried_until_accepted() {
     .expect("deliveries are counted");
     assert!(counted["failedAttempts"].as_u64().unwrap() >= 2, "{counted}");
 }
+
+#[tokio::test]
+async fn webhook_ingest_takes_telemetry_another_broker_forwards() {
+    let daemon = Daemon::start(&[]);
+    let _device = gatehouse_tests::device::active_device(&daemon, "esp-webhook").await;
+    let receiver = daemon.account("emqx-bridge", "receiver", &[]).await;
+    let viewer = daemon.account("viewer", "service", &[]).await;
+    let url = format!("http://{}/webhook", daemon.runtime.ingest);
+    let client = reqwest::Client::new();
+    // EMQX's default `${*}` body: the payload as a JSON string.
+    let body = serde_json::json!([
+        {"clientid": "esp-webhook", "topic": "devices/home/esp-webhook/telemetry", "payload": "{\"temperature\": 22.5}", "qos": 1},
+        {"topic": "devices/home/esp-webhook/telemetry", "payload": "{\"temperature\": \"hot\"}"},
+        {"topic": "devices/home/nobody/telemetry", "payload": "{\"temperature\": 1}"},
+        {"topic": "devices/lab/esp-webhook/telemetry", "payload": "{\"temperature\": 1}"}
+    ]);
+
+    let anonymous = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong_role =
+        client.post(&url).basic_auth(&viewer.username, Some(&viewer.password)).json(&body).send().await.unwrap();
+    assert_eq!(wrong_role.status(), 403);
+
+    let answer =
+        client.post(&url).basic_auth(&receiver.username, Some(&receiver.password)).json(&body).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let reasons: Vec<&str> =
+        answer["rejected"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 3, "{answer}");
+    assert!(
+        reasons[0].contains("temperature") && reasons[1].contains("nobody") && reasons[2].contains("site `lab`"),
+        "{reasons:?}"
+    );
+
+    let stored = eventually(Duration::from_secs(10), async || {
+        let csv = reqwest::get(daemon.http("/api/devices/esp-webhook/export")).await.ok()?.text().await.ok()?;
+        csv.lines().any(|l| l.ends_with(",temperature,22.5")).then_some(csv)
+    })
+    .await;
+    assert!(stored.is_some(), "the forwarded value is stored like MQTT telemetry");
+    let health = daemon.get_json("/api/health").await;
+    assert_eq!(health["receivers"]["webhookMessages"], 1, "{}", health["receivers"]);
+    assert_eq!(health["receivers"]["webhookRejected"], 3, "{}", health["receivers"]);
+
+    let garbage =
+        client.post(&url).basic_auth(&receiver.username, Some(&receiver.password)).body("{{nope").send().await.unwrap();
+    assert_eq!(garbage.status(), 400);
+}

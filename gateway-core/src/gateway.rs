@@ -291,6 +291,9 @@ impl Gateway {
                 let addr = listener.local_addr()?;
                 let app = receivers::ingest_router(receivers::IngestState {
                     directory: directory.clone(),
+                    bus: bus.clone(),
+                    catalog: lifecycle.catalog.clone(),
+                    site: config.site.clone(),
                     ingress: ingress.clone(),
                     heard: heard.clone(),
                     stats: ingest_stats.clone(),

@@ -31,13 +31,19 @@ const MAX_BODY: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct IngestState {
     pub directory: Arc<Directory>,
+    /// Where forwarded device telemetry goes (as if published on our broker).
+    pub bus: crate::bus::Bus,
+    /// Devices' declared telemetry fields, to check forwarded telemetry.
+    pub catalog: crate::lifecycle::Catalog,
+    /// The site whose devices' telemetry may be forwarded.
+    pub site: String,
     pub ingress: mpsc::Sender<Advertisement>,
     pub heard: Arc<HeardBy>,
     pub stats: Arc<IngestStats>,
 }
 
 pub fn router(state: IngestState) -> Router {
-    Router::new().route("/ruuvi", post(ingest)).with_state(state)
+    Router::new().route("/ruuvi", post(ingest)).route("/webhook", post(webhook)).with_state(state)
 }
 
 /// The API's JSON error shape (`{"error":{"code","message"}}`).
@@ -58,37 +64,46 @@ fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((account.to_string(), secret.to_string()))
 }
 
-async fn ingest(State(state): State<IngestState>, request: Request) -> Response {
-    let headers = request.headers().clone();
+/// The receiver account the request authenticates as, or the answer that refuses it.
+async fn receiver_account(state: &IngestState, headers: &HeaderMap) -> Result<String, Response> {
     let stats = &state.stats;
-    stats.http_posts.fetch_add(1, Ordering::Relaxed);
     let unauthorized = |message: &str| {
         stats.http_unauthorized.fetch_add(1, Ordering::Relaxed);
         let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
         response.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"gatehouse\"".parse().unwrap());
         response
     };
-    let Some((account, secret)) = credentials(&headers) else {
-        return unauthorized(
+    let Some((account, secret)) = credentials(headers) else {
+        return Err(unauthorized(
             "send the credentials of a receiver account (gatehouse accounts create NAME --role receiver) as HTTP \
              Basic or as 'Bearer NAME:SECRET'",
-        );
+        ));
     };
     let identity = match state.directory.authenticate(Some(&account), Some(&secret), &account).await {
         Ok(authenticated) => authenticated.identity,
         Err(_) => {
             tracing::info!(account, "HTTP ingest refused: bad credentials");
-            return unauthorized("unknown account or wrong secret");
+            return Err(unauthorized("unknown account or wrong secret"));
         }
     };
     if identity.role != Role::Receiver {
         stats.http_unauthorized.fetch_add(1, Ordering::Relaxed);
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "not_a_receiver",
             format!("account {account} has role {}; only receiver accounts may post readings", identity.role.as_str()),
-        );
+        ));
     }
+    Ok(account)
+}
+
+async fn ingest(State(state): State<IngestState>, request: Request) -> Response {
+    let stats = &state.stats;
+    stats.http_posts.fetch_add(1, Ordering::Relaxed);
+    let account = match receiver_account(&state, request.headers()).await {
+        Ok(account) => account,
+        Err(refused) => return refused,
+    };
     // Only now, authenticated, is the body read (up to the limit).
     let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
         Ok(body) => body,
@@ -132,4 +147,59 @@ async fn ingest(State(state): State<IngestState>, request: Request) -> Response 
     }
     let rejected: Vec<_> = batch.rejected.iter().map(|(tag, reason)| json!({"tag": tag, "reason": reason})).collect();
     (StatusCode::OK, Json(json!({"accepted": accepted, "rejected": rejected}))).into_response()
+}
+
+/// `POST /webhook`: device telemetry forwarded by another broker (see `webhook.rs`).
+async fn webhook(State(state): State<IngestState>, request: Request) -> Response {
+    let stats = &state.stats;
+    stats.webhook_posts.fetch_add(1, Ordering::Relaxed);
+    let account = match receiver_account(&state, request.headers()).await {
+        Ok(account) => account,
+        Err(refused) => return refused,
+    };
+    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            stats.webhook_rejected.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {MAX_BODY} bytes"));
+        }
+    };
+    let messages = match super::webhook::parse(&body, &state.site) {
+        Ok(messages) => messages,
+        Err(why) => {
+            stats.webhook_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(account, "webhook ingest refused: {why}");
+            return error(StatusCode::BAD_REQUEST, "bad_payload", why);
+        }
+    };
+    let mut accepted = 0;
+    let mut rejected = Vec::new();
+    for (index, message) in messages.into_iter().enumerate() {
+        let checked = message.and_then(|m| {
+            let capabilities = state
+                .catalog
+                .get(&m.device_id)
+                .ok_or_else(|| format!("{} is not an active device with declared telemetry fields", m.device_id))?;
+            let (values, device_ts) = crate::lifecycle::registration::check_telemetry(&capabilities, &m.payload)
+                .map_err(|e| format!("{}: field {}: {}", m.device_id, e.field, e.message))?;
+            let now = now_ms();
+            let ts = device_ts.filter(|ts| (now - 7 * 86_400_000..=now + 60_000).contains(ts)).unwrap_or(now);
+            let raw = serde_json::from_slice(&m.payload).unwrap_or_default();
+            Ok(crate::bus::LanTelemetry { device_id: m.device_id, ts, values, raw })
+        });
+        match checked {
+            Ok(telemetry) => {
+                state.bus.publish(crate::bus::Event::Telemetry(Arc::new(telemetry))).await;
+                accepted += 1;
+            }
+            Err(reason) => rejected.push(json!({"index": index, "reason": reason})),
+        }
+    }
+    stats.webhook_messages.fetch_add(accepted, Ordering::Relaxed);
+    stats.webhook_rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    if !rejected.is_empty() {
+        tracing::warn!(account, rejected = rejected.len(), first = %rejected[0], "webhook ingest: some messages refused");
+    }
+    let status = if accepted == 0 && !rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    (status, Json(json!({"accepted": accepted, "rejected": rejected}))).into_response()
 }

@@ -9,6 +9,7 @@
 
 pub mod heard;
 mod http;
+pub mod webhook;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub struct IngestStats {
     pub advertisements: AtomicU64,
     /// Single tag entries refused inside an otherwise good post (bad MAC, bad hex, no data).
     pub entries_rejected: AtomicU64,
+    /// `POST /webhook`: posts, device messages accepted, messages or posts refused.
+    pub webhook_posts: AtomicU64,
+    pub webhook_messages: AtomicU64,
+    pub webhook_rejected: AtomicU64,
 }
 
 /// The receiver name readings carry for a remote Ruuvi Gateway.
