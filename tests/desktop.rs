@@ -140,15 +140,11 @@ async fn window_tray_notifications_claim_close_and_quit() {
     assert_eq!(reused.status(), 401, "an unknown launch ticket gets no session");
 
     // A LAN device asks to join: a desktop notification, then a claim from inside the window.
-    let provisioning: Value = client
-        .get(format!("{base}/api/provisioning"))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api_get = |path: &str| {
+        let request = client.get(format!("{base}{path}")).bearer_auth(token.trim());
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let provisioning = api_get("/api/provisioning").await;
     let mut device = KillOnDrop(
         Command::new(workspace_bin("gatehouse-device"))
             .args(["--id", "desk-demo", "--name", "Desk sensor", "--mqtt", &runtime.mqtt, "--interval", "2s"])
@@ -178,15 +174,7 @@ async fn window_tray_notifications_claim_close_and_quit() {
     driver.click(&submit).await;
     let result = driver.wait_for("[data-testid=claim-result].ok", Duration::from_secs(15)).await;
     assert!(driver.text(&result).await.contains("now active"), "claim result: {}", driver.text(&result).await);
-    let claimed: Value = client
-        .get(format!("{base}/api/devices/desk-demo"))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let claimed = api_get("/api/devices/desk-demo").await;
     assert_eq!(claimed["state"], "active", "{claimed}");
     tokio::time::sleep(Duration::from_secs(1)).await; // one frame: WebDriver screenshots can lag
     driver.screenshot(&screenshots().join("window-claim.png")).await;

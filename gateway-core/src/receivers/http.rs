@@ -97,20 +97,29 @@ async fn receiver_account(state: &IngestState, headers: &HeaderMap) -> Result<St
     Ok(account)
 }
 
+/// The receiver account and the body, read (up to the limit) only once the request is
+/// authenticated; an oversized body counts in `too_large`.
+async fn authenticated_body(
+    state: &IngestState,
+    request: Request,
+    too_large: &std::sync::atomic::AtomicU64,
+) -> Result<(String, axum::body::Bytes), Response> {
+    let account = receiver_account(state, request.headers()).await?;
+    match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => Ok((account, body)),
+        Err(_) => {
+            too_large.fetch_add(1, Ordering::Relaxed);
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {MAX_BODY} bytes")))
+        }
+    }
+}
+
 async fn ingest(State(state): State<IngestState>, request: Request) -> Response {
     let stats = &state.stats;
     stats.http_posts.fetch_add(1, Ordering::Relaxed);
-    let account = match receiver_account(&state, request.headers()).await {
-        Ok(account) => account,
+    let (account, body) = match authenticated_body(&state, request, &stats.http_rejected).await {
+        Ok(authenticated) => authenticated,
         Err(refused) => return refused,
-    };
-    // Only now, authenticated, is the body read (up to the limit).
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => {
-            stats.http_rejected.fetch_add(1, Ordering::Relaxed);
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {MAX_BODY} bytes"));
-        }
     };
     let batch = match ruuvi_gateway::parse_http_post(&body) {
         Ok(batch) => batch,
@@ -153,16 +162,9 @@ async fn ingest(State(state): State<IngestState>, request: Request) -> Response 
 async fn webhook(State(state): State<IngestState>, request: Request) -> Response {
     let stats = &state.stats;
     stats.webhook_posts.fetch_add(1, Ordering::Relaxed);
-    let account = match receiver_account(&state, request.headers()).await {
-        Ok(account) => account,
+    let (account, body) = match authenticated_body(&state, request, &stats.webhook_rejected).await {
+        Ok(authenticated) => authenticated,
         Err(refused) => return refused,
-    };
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => {
-            stats.webhook_rejected.fetch_add(1, Ordering::Relaxed);
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {MAX_BODY} bytes"));
-        }
     };
     let messages = match super::webhook::parse(&body, &state.site) {
         Ok(messages) => messages,
