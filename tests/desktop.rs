@@ -387,9 +387,10 @@ async fn the_deb_installs_and_the_installed_app_runs_the_gateway() {
     assert!(!runtime_file.exists(), "and stops its gateway in order");
 }
 
-/// Resident memory (KiB) of a process and all its descendants (WebKit's web and network
-/// processes are children of the app).
-fn tree_rss_kib(root: i32) -> u64 {
+/// Memory (KiB) of a process and all its descendants (WebKit's web and network processes are
+/// children of the app), as `(RSS, PSS)`: RSS counts the WebKit libraries once per process,
+/// PSS shares them out, so the PSS sum is what the machine really spends.
+fn tree_memory_kib(root: i32) -> (u64, u64) {
     let mut parents = std::collections::HashMap::<i32, Vec<i32>>::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
@@ -399,18 +400,21 @@ fn tree_rss_kib(root: i32) -> u64 {
             parents.entry(ppid).or_default().push(pid);
         }
     }
-    let mut total = 0;
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (mut rss, mut pss) = (0, 0);
     let mut stack = vec![root];
     while let Some(pid) = stack.pop() {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        total += status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        rss += field(&rollup, "Rss:");
+        pss += field(&rollup, "Pss:");
         stack.extend(parents.get(&pid).cloned().unwrap_or_default());
     }
-    total
+    (rss, pss)
 }
 
 /// The desktop budget of docs/benchmarks.md: cold start to the first tile and the first chart,
@@ -437,7 +441,7 @@ async fn bench_desktop_budget() {
     let mut samples = Vec::new();
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        samples.push(tree_rss_kib(runtime.pid));
+        samples.push(tree_memory_kib(runtime.pid));
     }
     let app_only = std::fs::read_to_string(format!("/proc/{}/status", runtime.pid))
         .unwrap_or_default()
@@ -448,11 +452,17 @@ async fn bench_desktop_budget() {
     println!("| window ready (WebDriver session) | {} ms |", session.as_millis());
     println!("| cold start → first tile | {} ms |", first_tile.as_millis());
     println!("| cold start → first chart (sparkline) | {} ms |", first_chart.as_millis());
-    println!(
-        "| RSS, app + WebKit processes, 10 tags, window open (every 5 s for 30 s) | {} MiB |",
-        samples.iter().map(|kib| format!("{:.0}", *kib as f64 / 1024.0)).collect::<Vec<_>>().join(", ")
-    );
+    let mib = |pick: fn(&(u64, u64)) -> u64| {
+        samples.iter().map(|s| format!("{:.0}", pick(s) as f64 / 1024.0)).collect::<Vec<_>>().join(", ")
+    };
+    println!("| RSS, app + WebKit processes, 10 tags, window open (every 5 s for 30 s) | {} MiB |", mib(|s| s.0));
+    println!("| PSS (shared libraries shared out), same samples | {} MiB |", mib(|s| s.1));
     println!("| RSS of the app process alone at the end | {app_only} |");
+    for (what, pid) in [("app", runtime.pid)] {
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let parts: Vec<&str> = rollup.lines().filter(|l| l.starts_with("Pss_")).collect();
+        println!("| {what} process PSS by kind | {} |", parts.join("; "));
+    }
     desktop.tray(&["click", "Quit Gatehouse"]).unwrap();
     wait_until(Duration::from_secs(20), "the app to quit", || !alive(runtime.pid));
 }
