@@ -230,8 +230,6 @@ impl Gateway {
         tasks.spawn(alerts::run(alert_service.clone(), alert_reloads, alert_events, shutdown.clone()));
         let webhook_stats = Arc::new(alerts::webhooks::WebhookStats::default());
         if let Some(events) = webhook_events {
-            // reqwest's TLS (https webhooks) uses the process-wide rustls provider.
-            let _ = rustls::crypto::ring::default_provider().install_default();
             tasks.spawn(alerts::webhooks::run(
                 config.alerts.webhooks.clone(),
                 config.site.clone(),

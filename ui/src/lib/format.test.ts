@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ago, formatValue, historyCsv, mainFields } from './format';
+import { ago, formatValue, historyCsv, mainFields, sparkField } from './format';
 
 describe('formatValue', () => {
   it.each([
@@ -38,5 +38,14 @@ describe('mainFields and historyCsv', () => {
   it('writes one row per bucket with empty cells for gaps', () => {
     const csv = historyCsv([0, 60_000], { temperature: { avg: [21, null], min: [20, null], max: [22, null] } });
     expect(csv).toBe('time,temperature_avg,temperature_min,temperature_max\n1970-01-01T00:00:00.000Z,21,20,22\n1970-01-01T00:01:00.000Z,,,\n');
+  });
+});
+
+describe('sparkField', () => {
+  it('follows CO2 on an Air, temperature on a tag, else the first number', () => {
+    expect(sparkField('ruuvi_air', { temperature: 21, CO2: 600 })).toBe('CO2');
+    expect(sparkField('ruuvi_tag', { ts: 1, temperature: 21 })).toBe('temperature');
+    expect(sparkField('lan', { ts: 1, label: 'x', power: 12 })).toBe('power');
+    expect(sparkField(undefined, { ts: 1 })).toBe('temperature');
   });
 });

@@ -53,3 +53,10 @@ export function historyCsv(ts: number[], series: Record<string, { min: (number |
   const rows = ts.map((t, i) => [new Date(t).toISOString(), ...fields.flatMap((f) => [cell(series[f].avg[i]), cell(series[f].min[i]), cell(series[f].max[i])])].join(','));
   return [header.join(','), ...rows].join('\n') + '\n';
 }
+
+/** The field a device's sparkline follows: CO2 for a Ruuvi Air, else temperature, else its first number. */
+export function sparkField(kind: string | undefined, reading: Record<string, unknown>): string {
+  if (kind === 'ruuvi_air') return 'CO2';
+  if (typeof reading.temperature === 'number') return 'temperature';
+  return Object.keys(reading).find((k) => typeof reading[k] === 'number' && k !== 'ts') ?? 'temperature';
+}

@@ -5,6 +5,7 @@
 
 import { api, type Device, type Health, type Reading, type Task } from './api';
 import { reconnectDelay } from './backoff';
+import { sparkField } from './format';
 
 /** Points kept per device for tile sparklines. */
 const SPARK_POINTS = 60;
@@ -65,7 +66,12 @@ class Live {
   async refresh() {
     const list = await api.devices();
     const next: Record<string, Device> = {};
-    for (const device of list) next[device.id] = device;
+    for (const device of list) {
+      next[device.id] = device;
+      // Start each sparkline with the stored last value, so the first live reading draws a line.
+      const value = device.lastReading?.[sparkField(device.kind, device.lastReading)];
+      if (!this.spark[device.id] && typeof value === 'number') this.spark[device.id] = [value];
+    }
     this.devices = next;
   }
 
@@ -113,8 +119,7 @@ class Live {
         // A tag heard for the first time: its record follows from the list.
         this.refresh().catch(() => {});
       }
-      const field = device?.kind === 'ruuvi_air' ? 'CO2' : typeof reading.temperature === 'number' ? 'temperature' : (Object.keys(reading).find((k) => typeof reading[k] === 'number' && k !== 'ts') ?? 'temperature');
-      const value = reading[field];
+      const value = reading[sparkField(device?.kind, reading)];
       if (typeof value === 'number') {
         const points = [...(this.spark[reading.deviceId] ?? []), value];
         this.spark[reading.deviceId] = points.slice(-SPARK_POINTS);
@@ -145,3 +150,4 @@ class Live {
 }
 
 export const live = new Live();
+
