@@ -136,20 +136,21 @@ impl DesktopSession {
         std::fs::read_to_string(self.dir.path().join("notifications.log")).unwrap_or_default()
     }
 
-    /// Runs `fixtures/tray.py` (reads or clicks the tray icon as a tray host would).
-    pub fn tray(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new(PYTHON)
-            .arg(fixture("tray.py"))
-            .args(args)
-            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
-            .output()
-            .expect("run tray.py");
+    /// Runs a Python fixture with one environment variable; `Err` holds what it printed.
+    fn run_fixture(&self, script: &str, args: &[&str], env: (&str, &str)) -> Result<String, String> {
+        let output =
+            Command::new(PYTHON).arg(fixture(script)).args(args).env(env.0, env.1).output().expect("run a fixture");
         let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
         if output.status.success() {
             Ok(stdout)
         } else {
             Err(format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)))
         }
+    }
+
+    /// Runs `fixtures/tray.py` (reads or clicks the tray icon as a tray host would).
+    pub fn tray(&self, args: &[&str]) -> Result<String, String> {
+        self.run_fixture("tray.py", args, ("DBUS_SESSION_BUS_ADDRESS", &self.bus))
     }
 
     pub fn tray_status(&self) -> Option<Value> {
@@ -184,18 +185,7 @@ impl DesktopSession {
     /// Closes the app's window as a window manager's close button would (WebDriver's "close
     /// window" would end its session and kill the app instead).
     pub fn close_window(&self, title: &str) -> Result<String, String> {
-        let output = Command::new(PYTHON)
-            .arg(fixture("close_window.py"))
-            .arg(title)
-            .env("DISPLAY", &self.display)
-            .output()
-            .expect("run close_window.py");
-        let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        if output.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)))
-        }
+        self.run_fixture("close_window.py", &[title], ("DISPLAY", &self.display))
     }
 
     /// The whole screen, as a person would see it.
