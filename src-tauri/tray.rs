@@ -151,7 +151,7 @@ async fn status(app: &AppHandle) -> Option<TrayStatus> {
     let (alerts, devices_online, bluetooth, paused) = host.gateway(|g| {
         (g.alerts.clone(), g.health.registry.online_count(), g.health.bluetooth.report(), g.scan_switch.is_paused())
     })?;
-    let open_alerts = alerts.list(None, Some("active".into()), true, 1000).await.map(|a| a.len()).unwrap_or(0);
+    let open_alerts = alerts.open_count().await.map(|n| n as usize).unwrap_or(0);
     Some(TrayStatus {
         open_alerts,
         devices_online,

@@ -88,6 +88,11 @@ pub fn list(
     rows.collect()
 }
 
+/// Active alerts nobody acknowledged yet (what a status bar or tray shows).
+pub fn open_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COUNT(*) FROM alerts WHERE state = 'active' AND acknowledged_at IS NULL", [], |r| r.get(0))
+}
+
 /// (rule id, device id, alert id) of every active rule alert, to carry them over a restart.
 pub fn active_rule_alerts(conn: &Connection) -> rusqlite::Result<Vec<(i64, String, i64)>> {
     let mut stmt =

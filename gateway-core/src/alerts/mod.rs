@@ -117,6 +117,11 @@ impl Alerts {
             .await?)
     }
 
+    /// How many alerts are active and unacknowledged.
+    pub async fn open_count(&self) -> Result<i64, AlertError> {
+        Ok(self.store.run(|conn| Ok(db::open_count(conn)?)).await?)
+    }
+
     pub async fn rules(&self) -> Result<Vec<Rule>, AlertError> {
         Ok(self.store.run(|conn| Ok(db::rules(conn)?)).await?)
     }

@@ -560,14 +560,8 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
     fn check_telemetry(&mut self, publish: &Publish) -> Result<Option<LanTelemetry>, Option<End>> {
         let device_id = &self.info.client_id;
         let Some(capabilities) = self.ctx.catalog.get(device_id) else { return Ok(None) };
-        match registration::check_telemetry(&capabilities, &publish.payload) {
-            Ok((values, device_ts)) => {
-                let raw = serde_json::from_slice(&publish.payload).unwrap_or_default();
-                // A device clock that is far off (never set, or wrong) must not scatter its history.
-                let now = now_ms();
-                let ts = device_ts.filter(|ts| (now - 7 * 86_400_000..=now + 60_000).contains(ts)).unwrap_or(now);
-                Ok(Some(LanTelemetry { device_id: device_id.clone(), ts, values, raw }))
-            }
+        match registration::telemetry_message(device_id, &capabilities, &publish.payload, now_ms()) {
+            Ok(telemetry) => Ok(Some(telemetry)),
             Err(error) => {
                 self.ctx.stats.telemetry_rejected.fetch_add(1, Ordering::Relaxed);
                 self.client.invalid_telemetry.fetch_add(1, Ordering::Relaxed);

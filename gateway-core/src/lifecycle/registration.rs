@@ -200,6 +200,22 @@ pub fn parse_capabilities(object: &Map<String, Value>) -> Result<Capabilities, F
     Ok(Capabilities { telemetry, commands, config })
 }
 
+/// A device's telemetry message, checked against its declared fields, as the store and rules
+/// take it: the device's own timestamp unless its clock is far off (never set, or wrong: it
+/// must not scatter the history), else `now`. Used for telemetry published on our broker and
+/// forwarded by another broker's webhook alike.
+pub fn telemetry_message(
+    device_id: &str,
+    capabilities: &Capabilities,
+    payload: &[u8],
+    now: i64,
+) -> Result<crate::bus::LanTelemetry, FieldError> {
+    let (values, device_ts) = check_telemetry(capabilities, payload)?;
+    let raw = serde_json::from_slice(payload).unwrap_or_default();
+    let ts = device_ts.filter(|ts| (now - 7 * 86_400_000..=now + 60_000).contains(ts)).unwrap_or(now);
+    Ok(crate::bus::LanTelemetry { device_id: device_id.to_string(), ts, values, raw })
+}
+
 /// Checks a telemetry message against the declared fields: a JSON object whose keys are declared
 /// fields of the right type, plus an optional `ts` (ms since the epoch). Returns the numeric
 /// values (booleans as 0/1) for storage and the device's own timestamp, if any.

@@ -182,12 +182,8 @@ async fn webhook(State(state): State<IngestState>, request: Request) -> Response
                 .catalog
                 .get(&m.device_id)
                 .ok_or_else(|| format!("{} is not an active device with declared telemetry fields", m.device_id))?;
-            let (values, device_ts) = crate::lifecycle::registration::check_telemetry(&capabilities, &m.payload)
-                .map_err(|e| format!("{}: field {}: {}", m.device_id, e.field, e.message))?;
-            let now = now_ms();
-            let ts = device_ts.filter(|ts| (now - 7 * 86_400_000..=now + 60_000).contains(ts)).unwrap_or(now);
-            let raw = serde_json::from_slice(&m.payload).unwrap_or_default();
-            Ok(crate::bus::LanTelemetry { device_id: m.device_id, ts, values, raw })
+            crate::lifecycle::registration::telemetry_message(&m.device_id, &capabilities, &m.payload, now_ms())
+                .map_err(|e| format!("{}: field {}: {}", m.device_id, e.field, e.message))
         });
         match checked {
             Ok(telemetry) => {

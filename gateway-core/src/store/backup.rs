@@ -111,7 +111,8 @@ pub fn apply_pending(data_dir: &Path, database: &Path, now_s: i64) -> Result<Opt
         return Err(error);
     }
     let kept = data_dir.join(format!("{}.before-restore-{now_s}", file_name(database)));
-    if database.exists() {
+    let had_database = database.exists();
+    if had_database {
         std::fs::rename(database, &kept)?;
         for suffix in ["-wal", "-shm"] {
             let side = PathBuf::from(format!("{}{suffix}", database.display()));
@@ -121,7 +122,7 @@ pub fn apply_pending(data_dir: &Path, database: &Path, now_s: i64) -> Result<Opt
         }
     }
     std::fs::rename(&pending, database)?;
-    Ok(database.exists().then_some(kept))
+    Ok(had_database.then_some(kept))
 }
 
 fn file_name(path: &Path) -> String {
@@ -162,6 +163,12 @@ mod tests {
         assert_eq!(validate(&live).unwrap().devices, 2);
         assert_eq!(validate(&kept).unwrap().devices, 0);
         assert_eq!(apply_pending(dir.path(), &live, 43).unwrap(), None, "nothing pending any more");
+
+        // A restore into an empty data directory keeps nothing, and says so.
+        let fresh = tempfile::tempdir().unwrap();
+        stage(fresh.path(), &copy).unwrap();
+        assert_eq!(apply_pending(fresh.path(), &fresh.path().join("gatehouse.db"), 44).unwrap(), None);
+        assert_eq!(validate(&fresh.path().join("gatehouse.db")).unwrap().devices, 2);
     }
 
     #[test]
