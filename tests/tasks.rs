@@ -2,91 +2,12 @@
 //! as a process: every outcome, timeouts and retries, expiry, cancel, the offline queue, duplicate
 //! answers, and a `kill -9` of the gateway with tasks in every unfinished state.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use gatehouse_tests::mqtt::{options_as, Client};
-use gatehouse_tests::{eventually, workspace_bin, Daemon};
+use gatehouse_tests::reference::Device;
+use gatehouse_tests::{eventually, Daemon};
 use serde_json::{json, Value};
-use tokio::io::AsyncBufReadExt;
-use tokio::sync::mpsc;
-
-/// The reference device as a process; its stdout events arrive on `events`.
-struct Device {
-    id: String,
-    state: PathBuf,
-    child: tokio::process::Child,
-    events: mpsc::UnboundedReceiver<Value>,
-}
-
-impl Device {
-    fn spawn(daemon: &Daemon, id: &str, behaviours: &[&str]) -> Device {
-        let state = daemon.data_dir.join(format!("{id}.json"));
-        let mut command = tokio::process::Command::new(workspace_bin("gatehouse-device"));
-        command
-            .args(["--id", id, "--mqtt", &daemon.runtime.mqtt.to_string()])
-            .args(["--api", &format!("http://{}", daemon.runtime.http), "--interval", "1h"])
-            .arg("--state")
-            .arg(&state)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        for behaviour in behaviours {
-            command.args(["--behaviour", behaviour]);
-        }
-        let mut child = command.spawn().expect("start gatehouse-device");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(event).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Device { id: id.into(), state, child, events }
-    }
-
-    /// Registered, claimed through the API and connected with its own credentials.
-    async fn claimed(daemon: &Daemon, id: &str, behaviours: &[&str]) -> Device {
-        let mut device = Device::spawn(daemon, id, behaviours);
-        let pending = device.expect("pending").await;
-        let (status, body) = daemon.post_json("/api/claims", json!({ "code": pending["claimCode"] })).await;
-        assert_eq!(status, 200, "{body}");
-        device.expect("connected").await;
-        device
-    }
-
-    /// Waits for the next stdout event named `event`, skipping others.
-    async fn expect(&mut self, event: &str) -> Value {
-        let id = self.id.clone();
-        tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(next) = self.events.recv().await {
-                if next["event"] == event {
-                    return next;
-                }
-            }
-            panic!("{id} exited before `{event}`");
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{id}: no `{event}` within 30 s"))
-    }
-
-    /// Task id → how many times the device started executing it, from its state file.
-    fn executions(&self) -> BTreeMap<String, u64> {
-        let state: Value = serde_json::from_str(&std::fs::read_to_string(&self.state).unwrap()).unwrap();
-        serde_json::from_value(state["executions"].clone()).unwrap()
-    }
-
-    /// Stops the process like a power cut (no DISCONNECT, no will-free goodbye).
-    async fn power_off(&mut self) {
-        let _ = self.child.kill().await;
-    }
-}
 
 async fn send(daemon: &Daemon, device: &str, body: Value) -> Value {
     let (status, task) = daemon.post_json(&format!("/api/devices/{device}/tasks"), body).await;

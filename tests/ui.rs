@@ -164,3 +164,21 @@ fn the_ui_shows_an_offline_banner_and_reconnects_when_the_gateway_comes_back() {
     println!("{transcript}");
     assert!(finished && status.success(), "browser checks failed:\n{transcript}\n{}", daemon.log());
 }
+
+#[test]
+fn the_settings_page_shows_upstreams_tests_a_connection_saves_home_assistant_and_restores_a_backup() {
+    let Some(browser) = Browser::find() else { return };
+    let ui = ui_dir();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = format!(
+        "[[upstream]]\nname = \"fleet\"\nurl = \"mqtt://{closed}\"\nreconnect_min = \"1s\"\nreconnect_max = \"2s\"\n"
+    );
+    let daemon =
+        Daemon::start_with_config(&config, &["--simulate", "2", "--ui-dir", ui.join("dist").to_str().unwrap()]);
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    browser.run("e2e/settings.mjs", &daemon, &screenshots, "fleet").unwrap_or_else(|failure| panic!("{failure}"));
+    let saved = std::fs::read_to_string(daemon.data_dir.join("settings.toml")).expect("settings saved");
+    assert!(saved.contains("homeAssistant = false") && saved.contains("ha-test"), "{saved}");
+    assert!(daemon.data_dir.join("restore-pending.db").is_file(), "the restore is staged");
+    assert!(screenshots.join("settings.png").is_file());
+}

@@ -27,6 +27,104 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     pub homeassistant: HomeAssistantConfig,
     pub alerts: AlertsConfig,
+    /// This gateway's name in a fleet: `{gateway_id}` in upstream topic prefixes and client ids.
+    /// Empty: the host name.
+    pub gateway_id: String,
+    /// External MQTT brokers that get chosen topics and may send tasks (`[[upstream]]`).
+    pub upstream: Vec<UpstreamConfig>,
+}
+
+/// A string that never appears in logs or `Debug` output (passwords).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One upstream broker: a bridge with a durable, bounded buffer (docs/upstream.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Names the bridge in the API, logs, metrics and its buffer file (`[a-z0-9_-]`).
+    pub name: String,
+    /// `mqtt://host:port` or `mqtts://host:port` (default ports 1883 and 8883).
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Read the password from this file instead (first line), so the config can be shared.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM certificates to trust for `mqtts://`, instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) and its key, for brokers that authenticate by certificate.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// The MQTT client id upstream (default `{gateway_id}-{name}`); `{gateway_id}` is replaced.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Prepended to every forwarded topic; `{gateway_id}` and `{site}` are replaced.
+    #[serde(default = "default_upstream_prefix")]
+    pub prefix: String,
+    /// What to forward: `telemetry`, `status`, `alerts`, `health`, or local topic filters.
+    #[serde(default = "default_upstream_forward")]
+    pub forward: Vec<String>,
+    /// Accept task requests on `{prefix}/tasks/create`.
+    #[serde(default = "default_true")]
+    pub commands: bool,
+    /// The buffer's bound in bytes (topic + payload); the oldest messages are dropped beyond it.
+    #[serde(default = "default_upstream_buffer_bytes")]
+    pub buffer_max_bytes: u64,
+    /// Messages older than this are dropped from the buffer unsent.
+    #[serde(default = "default_upstream_buffer_age", with = "humantime_serde")]
+    pub buffer_max_age: Duration,
+    #[serde(default = "default_upstream_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Reconnect delays double from `reconnect_min` to `reconnect_max`, with random jitter.
+    #[serde(default = "default_upstream_reconnect_min", with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(default = "default_upstream_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_upstream_prefix() -> String {
+    "gatehouse/{gateway_id}".into()
+}
+
+fn default_upstream_forward() -> Vec<String> {
+    ["telemetry", "status", "alerts"].map(String::from).to_vec()
+}
+
+fn default_upstream_buffer_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_upstream_buffer_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_upstream_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_upstream_reconnect_min() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_upstream_reconnect_max() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// Outbound notifications of alerts.
@@ -310,6 +408,8 @@ impl Default for Config {
             simulator: SimulatorConfig::default(),
             homeassistant: HomeAssistantConfig::default(),
             alerts: AlertsConfig::default(),
+            gateway_id: String::new(),
+            upstream: Vec::new(),
         }
     }
 }
@@ -599,7 +699,31 @@ impl Config {
                 "must be a topic prefix such as `homeassistant` (no wildcards, no empty levels, not `$…`)",
             );
         }
+        if !self.gateway_id.is_empty() && !crate::upstream::route::is_name(&self.gateway_id) {
+            return invalid("gateway_id", "use letters, digits, '-' and '_' only (it becomes an MQTT topic segment)");
+        }
+        let mut names = std::collections::HashSet::new();
+        for upstream in &self.upstream {
+            if !names.insert(upstream.name.as_str()) {
+                return invalid("upstream.name", &format!("`{}` is used twice", upstream.name));
+            }
+            if let Err((key, reason)) = crate::upstream::route::validate(upstream, &self.site) {
+                return invalid(&format!("upstream.{key}"), &format!("[{}] {reason}", upstream.name));
+            }
+        }
         Ok(())
+    }
+
+    /// This gateway's fleet name: configured, or the host name (made topic-safe).
+    pub fn resolved_gateway_id(&self) -> String {
+        if !self.gateway_id.is_empty() {
+            return self.gateway_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        crate::upstream::route::topic_safe(host.trim()).unwrap_or_else(|| "gatehouse".into())
     }
 
     /// The data directory: configured, or the platform's standard one
@@ -618,7 +742,7 @@ impl Config {
 fn apply_env_override(table: &mut toml::Table, var: &str, name: &str, raw: &str) -> Result<(), ConfigError> {
     const SECTIONS: &[&str] =
         &["log", "mqtt", "http", "store", "devices", "pipeline", "ble", "simulator", "homeassistant"];
-    const TOP_LEVEL: &[&str] = &["site", "data_dir"];
+    const TOP_LEVEL: &[&str] = &["site", "data_dir", "gateway_id"];
     let lower = name.to_ascii_lowercase();
     let value = parse_env_value(raw);
     if TOP_LEVEL.contains(&lower.as_str()) {

@@ -36,6 +36,7 @@ use crate::simulator;
 use crate::store::{self, Store, StoreStats, WriterHandle};
 use crate::tags::TagSettings;
 use crate::tasks;
+use crate::upstream;
 
 const BUS_CAPACITY: usize = 16 * 1024;
 const INGRESS_CAPACITY: usize = 8 * 1024;
@@ -174,6 +175,8 @@ impl Gateway {
         let receiver_events = bus.subscribe_reliable("receivers", 1024, receivers::wants);
         let homeassistant_events =
             config.homeassistant.enabled.then(|| bus.subscribe_reliable("homeassistant", 1024, homeassistant::wants));
+        let upstream_events =
+            (!config.upstream.is_empty()).then(|| bus.subscribe_reliable("upstream", 1024, upstream::wants));
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
         let lifecycle = Lifecycle::start(
@@ -224,6 +227,18 @@ impl Gateway {
                 shutdown.clone(),
             ));
         }
+        let gateway_id = config.resolved_gateway_id();
+        let upstreams = upstream::start(
+            &config.upstream,
+            &gateway_id,
+            &config.site,
+            &data_dir,
+            mqtt.links.clone(),
+            task_service.clone(),
+            upstream_events,
+            &tasks,
+            shutdown.clone(),
+        )?;
         let (alert_service, alert_reloads) = alerts::channel(store.clone(), bus.clone(), config.site.clone());
         let configs = device_config::Configs::new(store.clone(), bus.clone());
         tasks.spawn(device_config::run(configs.clone(), config_events, shutdown.clone()));
@@ -354,6 +369,7 @@ impl Gateway {
             alerts: alert_service.stats.clone(),
             alert_webhooks: webhook_stats,
             device_config: configs.stats.clone(),
+            upstreams: upstreams.clone(),
         };
 
         let ruuvi_output = if config.ruuvi_output.enabled {
@@ -410,6 +426,7 @@ impl Gateway {
             web_auth: web_auth.clone(),
             settings: Arc::new(api::settings_summary(&config, &data_dir, login_required)),
             config: Arc::new(config.clone()),
+            upstreams,
         });
         spawn_http_server(&tasks, http_listener, app, shutdown.clone(), "HTTP API");
 

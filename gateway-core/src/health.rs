@@ -36,6 +36,7 @@ pub struct Health {
     pub alerts: Arc<crate::alerts::AlertStats>,
     pub alert_webhooks: Arc<crate::alerts::webhooks::WebhookStats>,
     pub device_config: Arc<crate::device_config::ConfigStats>,
+    pub upstreams: crate::upstream::Upstreams,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -89,6 +90,9 @@ pub struct HealthReport {
     pub alert_webhooks: serde_json::Value,
     /// Desired configurations changed and sent, device reports (malformed ones counted).
     pub device_config: serde_json::Value,
+    /// Upstream bridges: connection state, last error by stage, buffer depth, delivered and
+    /// dropped messages, task requests.
+    pub upstreams: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -142,6 +146,7 @@ impl Health {
             alerts: serde_json::to_value(&*self.alerts).unwrap_or_default(),
             alert_webhooks: self.alert_webhooks.snapshot(),
             device_config: serde_json::to_value(&*self.device_config).unwrap_or_default(),
+            upstreams: self.upstreams.reports(),
         }
     }
 }

@@ -32,3 +32,4 @@ pub mod tags;
 pub mod tasks;
 pub mod topics;
 pub mod ui_settings;
+pub mod upstream;

@@ -27,6 +27,12 @@ pub struct UiSettings {
     /// The remote receivers' HTTP ingest listener, or `off`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receivers_http_listen: Option<String>,
+    /// Home Assistant MQTT discovery on or off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home_assistant: Option<bool>,
+    /// Home Assistant's discovery prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home_assistant_prefix: Option<String>,
 }
 
 impl UiSettings {
@@ -57,6 +63,8 @@ impl UiSettings {
             ruuvi_output: self.ruuvi_output.or(older.ruuvi_output),
             ruuvi_output_mode: self.ruuvi_output_mode.or(older.ruuvi_output_mode),
             receivers_http_listen: self.receivers_http_listen.clone().or_else(|| older.receivers_http_listen.clone()),
+            home_assistant: self.home_assistant.or(older.home_assistant),
+            home_assistant_prefix: self.home_assistant_prefix.clone().or_else(|| older.home_assistant_prefix.clone()),
         }
     }
 
@@ -79,6 +87,12 @@ impl UiSettings {
             config.receivers.http_listen =
                 parse_optional_address(listen).map_err(|e| format!("receiversHttpListen: {e}"))?;
         }
+        if let Some(enabled) = self.home_assistant {
+            config.homeassistant.enabled = enabled;
+        }
+        if let Some(prefix) = &self.home_assistant_prefix {
+            config.homeassistant.prefix = prefix.trim().to_string();
+        }
         config.validate().map_err(|e| e.to_string())
     }
 }
@@ -93,7 +107,13 @@ mod tests {
         assert_eq!(UiSettings::load(dir.path()).unwrap(), None);
         let first = UiSettings { site: Some("cabin".into()), retention: Some("30d".into()), ..Default::default() };
         first.save(dir.path()).unwrap();
-        let second = UiSettings { ruuvi_output: Some(true), ..Default::default() }.merged_over(&first);
+        let second = UiSettings {
+            ruuvi_output: Some(true),
+            home_assistant: Some(false),
+            home_assistant_prefix: Some("ha".into()),
+            ..Default::default()
+        }
+        .merged_over(&first);
         second.save(dir.path()).unwrap();
         let loaded = UiSettings::load(dir.path()).unwrap().unwrap();
         assert_eq!(loaded, second);
@@ -103,11 +123,13 @@ mod tests {
             (config.site.as_str(), config.store.retention.as_secs(), config.ruuvi_output.enabled),
             ("cabin", 30 * 86_400, true)
         );
+        assert_eq!((config.homeassistant.enabled, config.homeassistant.prefix.as_str()), (false, "ha"));
 
         for (bad, mentions) in [
             (UiSettings { site: Some("Not OK".into()), ..Default::default() }, "site"),
             (UiSettings { retention: Some("soon".into()), ..Default::default() }, "retention"),
             (UiSettings { receivers_http_listen: Some("here".into()), ..Default::default() }, "receiversHttpListen"),
+            (UiSettings { home_assistant_prefix: Some("ha/#".into()), ..Default::default() }, "homeassistant.prefix"),
         ] {
             let error = bad.apply(&mut Config::default()).unwrap_err();
             assert!(error.contains(mentions), "{error}");

@@ -10,8 +10,10 @@ use serde_json::Value;
 pub mod bluez;
 pub mod desktop;
 pub mod device;
+pub mod mosquitto;
 pub mod mqtt;
 pub mod raw;
+pub mod reference;
 
 /// The `gatehouse` binary next to this test executable (target/<profile>/gatehouse).
 pub fn gatehouse_bin() -> PathBuf {

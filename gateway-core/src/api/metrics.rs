@@ -167,6 +167,7 @@ fn render(
             .inc_by(count.load(Ordering::Relaxed));
     }
     registry.register("http_requests", "HTTP requests answered, by status class", requests);
+    render_upstreams(&mut registry, report.pointer("/upstreams").and_then(|u| u.as_array()).map(Vec::as_slice));
     let store_ok: Gauge = Gauge::default();
     store_ok.set(i64::from(report.pointer("/status").and_then(|s| s.as_str()) == Some("ok")));
     registry.register("up", "1 while the store writes normally, 0 when degraded", store_ok);
@@ -174,6 +175,53 @@ fn render(
     // Writing into a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
+}
+
+/// Per-bridge series, labelled `upstream="<name>"`.
+fn render_upstreams(registry: &mut Registry, upstreams: Option<&[serde_json::Value]>) {
+    type Labels = Vec<(String, String)>;
+    let upstreams = upstreams.unwrap_or_default();
+    if upstreams.is_empty() {
+        return;
+    }
+    let connected: Family<Labels, Gauge> = Family::default();
+    let buffered: Family<Labels, Gauge> = Family::default();
+    let buffered_bytes: Family<Labels, Gauge> = Family::default();
+    let delivered: Family<Labels, Counter> = Family::default();
+    let dropped: Family<Labels, Counter> = Family::default();
+    let failures: Family<Labels, Counter> = Family::default();
+    let requests: Family<Labels, Counter> = Family::default();
+    let number =
+        |bridge: &serde_json::Value, pointer: &str| bridge.pointer(pointer).and_then(|v| v.as_u64()).unwrap_or(0);
+    for bridge in upstreams {
+        let name = bridge.pointer("/name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let labels = vec![("upstream".to_string(), name.clone())];
+        let is_connected = bridge.pointer("/status/state").and_then(|v| v.as_str()) == Some("connected");
+        connected.get_or_create(&labels).set(i64::from(is_connected));
+        buffered.get_or_create(&labels).set(number(bridge, "/buffer/messages") as i64);
+        buffered_bytes.get_or_create(&labels).set(number(bridge, "/buffer/bytes") as i64);
+        delivered.get_or_create(&labels).inc_by(number(bridge, "/counters/delivered"));
+        for (reason, pointer) in [("size", "/counters/droppedSize"), ("age", "/counters/droppedAge")] {
+            let labels = vec![("upstream".to_string(), name.clone()), ("reason".to_string(), reason.to_string())];
+            dropped.get_or_create(&labels).inc_by(number(bridge, pointer));
+        }
+        failures.get_or_create(&labels).inc_by(number(bridge, "/stats/connectionFailures"));
+        for (outcome, pointer) in [
+            ("accepted", "/stats/commandsAccepted"),
+            ("rejected", "/stats/commandsRejected"),
+            ("duplicate", "/stats/commandsDuplicate"),
+        ] {
+            let labels = vec![("upstream".to_string(), name.clone()), ("outcome".to_string(), outcome.to_string())];
+            requests.get_or_create(&labels).inc_by(number(bridge, pointer));
+        }
+    }
+    registry.register("upstream_connected", "1 while the upstream bridge is connected", connected);
+    registry.register("upstream_buffered_messages", "Messages waiting in the upstream buffer", buffered);
+    registry.register("upstream_buffered_bytes", "Bytes waiting in the upstream buffer", buffered_bytes);
+    registry.register("upstream_delivered", "Messages the upstream broker acknowledged", delivered);
+    registry.register("upstream_dropped", "Buffered messages dropped unsent, by bound", dropped);
+    registry.register("upstream_connection_failures", "Failed or lost upstream connections", failures);
+    registry.register("upstream_task_requests", "Task requests from upstream, by outcome", requests);
 }
 
 /// `GET /metrics`.
@@ -216,7 +264,10 @@ mod tests {
             "receivers": {"advertisements": 0, "httpRejected": 0},
             "tasks": {"created": 4, "succeeded": 3, "failed": 1, "timedOut": 0, "retries": 0},
             "alerts": {"raised": 2},
-            "lifecycle": {"claims": 1, "claimFailures": 0}
+            "lifecycle": {"claims": 1, "claimFailures": 0},
+            "upstreams": [{"name": "fleet", "status": {"state": "connected"}, "buffer": {"messages": 5, "bytes": 700},
+                           "counters": {"delivered": 90, "droppedSize": 3, "droppedAge": 0},
+                           "stats": {"connectionFailures": 2, "commandsAccepted": 1, "commandsRejected": 4, "commandsDuplicate": 0}}]
         })
     }
 
@@ -247,6 +298,11 @@ mod tests {
             "gatehouse_http_requests_total{code=\"2xx\"} 2",
             "gatehouse_http_requests_total{code=\"4xx\"} 1",
             "gatehouse_up 1",
+            "gatehouse_upstream_connected{upstream=\"fleet\"} 1",
+            "gatehouse_upstream_buffered_messages{upstream=\"fleet\"} 5",
+            "gatehouse_upstream_delivered_total{upstream=\"fleet\"} 90",
+            "gatehouse_upstream_dropped_total{upstream=\"fleet\",reason=\"size\"} 3",
+            "gatehouse_upstream_task_requests_total{upstream=\"fleet\",outcome=\"rejected\"} 4",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
         }

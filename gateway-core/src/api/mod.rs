@@ -17,6 +17,7 @@ mod settings;
 mod tags;
 mod tasks;
 mod ui;
+mod upstreams;
 
 pub use session::{WebAuth, API_TOKEN_FILE};
 pub use settings::summary as settings_summary;
@@ -70,6 +71,8 @@ pub struct ApiState {
     pub settings: std::sync::Arc<serde_json::Value>,
     /// The configuration the gateway started with (to check settings changes against).
     pub config: std::sync::Arc<crate::config::Config>,
+    /// Upstream bridges, for their status and "test connection".
+    pub upstreams: crate::upstream::Upstreams,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -126,6 +129,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/auth/login", axum::routing::post(session::login))
         .route("/api/auth/logout", axum::routing::post(session::logout))
         .route("/api/auth/launch", get(session::launch))
+        .route("/api/upstreams", get(upstreams::list))
+        .route("/api/upstreams/{name}/test", axum::routing::post(upstreams::test))
         .route("/metrics", get(metrics::metrics))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), session::guard))

@@ -35,6 +35,8 @@ pub fn summary(config: &Config, data_dir: &std::path::Path, login_required: bool
             "enabled": config.ruuvi_output.enabled,
             "mode": config.ruuvi_output.mode,
         },
+        "homeAssistant": {"enabled": config.homeassistant.enabled, "prefix": config.homeassistant.prefix},
+        "upstreams": config.upstream.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
         "simulator": {"tags": config.simulator.tags},
     })
 }

@@ -234,9 +234,52 @@ export interface AuthStatus {
   authenticated: boolean;
 }
 
+export interface UpstreamCheck {
+  stage: string;
+  ok: boolean;
+  message: string;
+  millis: number;
+}
+
+export interface UpstreamTest {
+  ok: boolean;
+  failed: string | null;
+  checks: UpstreamCheck[];
+}
+
+export interface Upstream {
+  name: string;
+  url: string;
+  username: string | null;
+  tls: boolean;
+  prefix: string;
+  forward: string[];
+  commandsTopic: string | null;
+  status: {
+    state: 'connecting' | 'connected' | 'waiting' | 'stopped';
+    since: number;
+    failures: number;
+    nextAttemptAt: number | null;
+    lastError: { stage: string; message: string; at: number } | null;
+  };
+  buffer: { messages: number; bytes: number; oldestAgeSeconds: number | null; maxBytes: number; maxAgeSeconds: number };
+  counters: { buffered: number; delivered: number; droppedSize: number; droppedAge: number };
+  stats: Record<string, number>;
+}
+
+export interface StagedRestore {
+  staged: boolean;
+  backup: { schemaVersion: number; devices: number; readings: number; bytes: number };
+  message: string;
+}
+
 export const api = {
   auth: () => request<AuthStatus>('/api/auth'),
   settings: () => request<Record<string, any>>('/api/settings'),
+  upstreams: () => request<{ upstreams: Upstream[] }>('/api/upstreams').then((r) => r.upstreams),
+  testUpstream: (name: string) => post<UpstreamTest>(`/api/upstreams/${encodeURIComponent(name)}/test`),
+  restore: (file: File) =>
+    request<StagedRestore>('/api/restore', { method: 'POST', body: file, headers: { 'content-type': 'application/vnd.sqlite3' } }),
   saveSettings: (change: Record<string, unknown>) =>
     request<{ saved: Record<string, unknown>; restartRequired: boolean }>('/api/settings', { method: 'PUT', body: JSON.stringify(change) }),
   config: (id: string) => request<DeviceConfig>(`/api/devices/${encodeURIComponent(id)}/config`),

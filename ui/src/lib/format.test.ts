@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ago, formatValue, historyCsv, mainFields, sparkField } from './format';
+import { ago, bytes, formatValue, historyCsv, inTime, mainFields, sparkField } from './format';
 
 describe('formatValue', () => {
   it.each([
@@ -47,5 +47,25 @@ describe('sparkField', () => {
     expect(sparkField('ruuvi_tag', { ts: 1, temperature: 21 })).toBe('temperature');
     expect(sparkField('lan', { ts: 1, label: 'x', power: 12 })).toBe('power');
     expect(sparkField(undefined, { ts: 1 })).toBe('temperature');
+  });
+});
+
+describe('bytes and inTime', () => {
+  it.each([
+    [0, '0 B'],
+    [1023, '1023 B'],
+    [1024, '1.0 KiB'],
+    [4096 + 512, '4.5 KiB'],
+    [64 * 1024 * 1024, '64 MiB'],
+    [3 * 1024 ** 3, '3.0 GiB'],
+  ])('%d bytes is %s', (count, text) => {
+    expect(bytes(count)).toBe(text);
+  });
+  it.each([
+    [100_000 + 4_000, 'in 4 s'],
+    [100_000 + 125_000, 'in 2 min'],
+    [100_000 - 1_000, 'in 0 s'],
+  ])('%d is %s', (ts, text) => {
+    expect(inTime(ts, 100_000)).toBe(text);
   });
 });

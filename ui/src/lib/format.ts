@@ -38,6 +38,26 @@ export function ago(ts: number | null | undefined, now: number = Date.now()): st
   return `${Math.floor(seconds / 86400)} d ago`;
 }
 
+/** A future moment as "in 5 s" (a reconnect attempt, a deadline). */
+export function inTime(ts: number, now: number = Date.now()): string {
+  const seconds = Math.max(0, Math.round((ts - now) / 1000));
+  if (seconds < 60) return `in ${seconds} s`;
+  if (seconds < 3600) return `in ${Math.floor(seconds / 60)} min`;
+  return `in ${Math.floor(seconds / 3600)} h`;
+}
+
+/** A byte count in binary units, as disk tools show it. */
+export function bytes(count: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = count;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${count} B` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
 /** The fields worth a tile and a chart for a device kind. */
 export function mainFields(kind: string, declared: string[] = []): string[] {
   if (kind === 'ruuvi_air') return ['CO2', 'PM2.5', 'temperature', 'humidity'];
