@@ -441,3 +441,51 @@ async fn two_gateways_share_one_broker_and_the_consumer_removes_readings_both_he
         .collect();
     assert_eq!(unique, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_over_tls_with_a_client_certificate_into_another_gatehouse() {
+    // The upstream is a second Gatehouse: its TLS listener, its CA, a certificate it issued.
+    let upstream = Daemon::start(&[]);
+    upstream.account("gw1-up", "service", &[("fleet/gw1/#", "readwrite")]).await;
+    let reader = upstream.account("fleet-reader", "service", &[("fleet/#", "read")]).await;
+    let (status, issued) = upstream.post_json("/api/broker/accounts/gw1-up/certificate", Value::Null).await;
+    assert_eq!(status, 201, "{issued}");
+    let files = tempfile::tempdir().unwrap();
+    for (name, key) in [("ca.pem", "ca"), ("gw1.crt", "certificate"), ("gw1.key", "privateKey")] {
+        std::fs::write(files.path().join(name), issued[key].as_str().unwrap()).unwrap();
+    }
+    let mut watch = Client::connect(options_as("fleet-reader", upstream.runtime.mqtt, &reader)).await;
+    watch.subscribe_many(&["fleet/gw1/devices/home/+/telemetry"]).await;
+
+    let config = format!(
+        "gateway_id = \"gw1\"\n[[upstream]]\nname = \"hq\"\nurl = \"mqtts://localhost:{}\"\nclient_id = \"gw1-up\"\n\
+         ca_file = \"{dir}/ca.pem\"\nclient_cert = \"{dir}/gw1.crt\"\nclient_key = \"{dir}/gw1.key\"\n\
+         prefix = \"fleet/{{gateway_id}}\"\nforward = [\"telemetry\"]\ncommands = false\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n",
+        upstream.runtime.mqtt_tls.port(),
+        dir = files.path().display()
+    );
+    let daemon = Daemon::start_with_config(&config, &[]);
+    let connected = wait_for_state(&daemon, "hq", "connected").await;
+    assert_eq!(connected["clientCertificate"], true);
+    let clients = upstream.get_json("/api/broker/clients").await;
+    let bridge = clients.as_array().unwrap().iter().find(|c| c["clientId"] == "gw1-up").cloned().unwrap_or_default();
+    assert_eq!(bridge["authentication"], "certificate", "{clients:#}");
+
+    let device = active_device(&daemon, "esp-tls").await;
+    publish_telemetry(&device, "esp-tls", 1..=5).await;
+    let got = collect_until(&mut watch, WAIT, |seen| counters(seen).len() >= 5).await;
+    assert_eq!(counters(&got), vec![1, 2, 3, 4, 5]);
+    assert_eq!(got[0].topic, "fleet/gw1/devices/home/esp-tls/telemetry");
+
+    let response = reqwest::Client::new().post(daemon.http("/api/upstreams/hq/test")).send().await.unwrap();
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["ok"], true, "{report:#}");
+    let stages: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["dns", "tcp", "tls", "auth", "acl"], "{report:#}");
+    assert!(report["checks"][3]["message"].as_str().unwrap().contains("client certificate"), "{report:#}");
+    // The live bridge comes back after the test borrowed its client id, and keeps forwarding.
+    wait_for_state(&daemon, "hq", "connected").await;
+    publish_telemetry(&device, "esp-tls", 6..=6).await;
+    let more = collect_until(&mut watch, WAIT, |seen| counters(seen).contains(&6)).await;
+    assert!(counters(&more).contains(&6));
+}

@@ -28,8 +28,9 @@ pub fn client(settings: &Settings, client_id: &str) -> Result<(AsyncClient, Even
     let config = &settings.config;
     let mut options = MqttOptions::new(client_id, settings.endpoint.host.clone(), settings.endpoint.port);
     options.set_keep_alive(config.keep_alive);
-    // A persistent session: task requests sent while this gateway is away wait at the broker.
-    options.set_clean_session(false);
+    // The bridge's own id has a persistent session: task requests sent while this gateway is
+    // away wait at the broker. Any other id (the connection test) leaves nothing behind.
+    options.set_clean_session(client_id != settings.client_id);
     options.set_inflight(WINDOW as u16);
     options.set_request_channel_capacity(WINDOW * 2 + 8);
     options.set_max_packet_size(256 * 1024, 1024 * 1024);

@@ -144,7 +144,13 @@ pub async fn test_connection(settings: &Settings) -> Report {
         drop(tcp);
     }
 
-    let (client, mut eventloop) = match super::link::client(settings, &format!("{}-test", settings.client_id)) {
+    // Brokers that bind a client certificate to a client id (Gatehouse, AWS IoT) refuse another
+    // id: with a certificate the test uses the bridge's own id (the live link reconnects after).
+    let client_id = match settings.config.client_cert {
+        Some(_) => settings.client_id.clone(),
+        None => format!("{}-test", settings.client_id),
+    };
+    let (client, mut eventloop) = match super::link::client(settings, &client_id) {
         Ok(pair) => pair,
         Err(error) => return walk.fail(Stage::Config, error),
     };
@@ -161,9 +167,10 @@ pub async fn test_connection(settings: &Settings) -> Report {
     match connack {
         Ok(Ok(_)) => walk.pass(
             Stage::Auth,
-            match &settings.config.username {
-                Some(user) => format!("logged in as `{user}`"),
-                None => "connected without a login".to_string(),
+            match (&settings.config.username, &settings.config.client_cert) {
+                (Some(user), _) => format!("logged in as `{user}`"),
+                (None, Some(_)) => "logged in with the client certificate".to_string(),
+                (None, None) => "connected without a login".to_string(),
             },
         ),
         Ok(Err(error)) => {
