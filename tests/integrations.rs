@@ -223,51 +223,100 @@ type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A webhook receiver on loopback that answers 500 to the first `failures` requests, then 200.
 async fn webhook_receiver(failures: usize) -> (std::net::SocketAddr, Requests) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    webhook_receiver_with(failures, None).await
+}
+
+/// Like [`webhook_receiver`], speaking TLS with `tls` when given.
+async fn webhook_receiver_with(
+    failures: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (std::net::SocketAddr, Requests) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let requests: Requests = Default::default();
     let seen = requests.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else { return };
-            let mut data = Vec::new();
-            let mut buffer = [0u8; 4096];
-            let (head, body) = loop {
-                let n = socket.read(&mut buffer).await.unwrap_or(0);
-                if n == 0 {
-                    break (String::new(), Vec::new());
-                }
-                data.extend_from_slice(&buffer[..n]);
-                if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while data.len() < end + 4 + length {
-                        let n = socket.read(&mut buffer).await.unwrap_or(0);
-                        if n == 0 {
-                            break;
-                        }
-                        data.extend_from_slice(&buffer[..n]);
+            let Ok((socket, _)) = listener.accept().await else { return };
+            match &tls {
+                Some(acceptor) => {
+                    // A client that refuses the certificate ends the handshake: nothing recorded.
+                    if let Ok(stream) = acceptor.accept(socket).await {
+                        answer_webhook(stream, &seen, failures).await;
                     }
-                    break (head, data[end + 4..].to_vec());
                 }
-            };
-            let count = {
-                let mut all = seen.lock().unwrap();
-                all.push((head, body));
-                all.len()
-            };
-            let status = if count <= failures { "500 Internal Server Error" } else { "200 OK" };
-            let _ = socket
-                .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
-                .await;
+                None => answer_webhook(socket, &seen, failures).await,
+            }
         }
     });
     (address, requests)
+}
+
+async fn answer_webhook<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut socket: S,
+    seen: &Requests,
+    failures: usize,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut data = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let (head, body) = loop {
+        let n = socket.read(&mut buffer).await.unwrap_or(0);
+        if n == 0 {
+            break (String::new(), Vec::new());
+        }
+        data.extend_from_slice(&buffer[..n]);
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while data.len() < end + 4 + length {
+                let n = socket.read(&mut buffer).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buffer[..n]);
+            }
+            break (head, data[end + 4..].to_vec());
+        }
+    };
+    let count = {
+        let mut all = seen.lock().unwrap();
+        all.push((head, body));
+        all.len()
+    };
+    let status = if count <= failures { "500 Internal Server Error" } else { "200 OK" };
+    let _ = socket
+        .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+        .await;
+    let _ = socket.shutdown().await;
+}
+
+/// A private CA and a `localhost` server certificate it signed: (CA PEM, acceptor).
+fn private_tls() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server =
+        CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 #[tokio::test]
@@ -362,4 +411,52 @@ async fn webhook_ingest_takes_telemetry_another_broker_forwards() {
     let garbage =
         client.post(&url).basic_auth(&receiver.username, Some(&receiver.password)).body("{{nope").send().await.unwrap();
     assert_eq!(garbage.status(), 400);
+}
+
+#[tokio::test]
+async fn alert_webhooks_reach_https_endpoints_and_refuse_untrusted_certificates() {
+    let (ca_pem, acceptor) = private_tls();
+    let (trusted, trusted_requests) = webhook_receiver_with(0, Some(acceptor.clone())).await;
+    let (untrusted, untrusted_requests) = webhook_receiver_with(0, Some(acceptor)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let config = format!(
+        "[simulator]\nsilence_every = \"3650d\"\ndrop_probability = 0.0\n\n\
+         [[alerts.webhooks]]\nurl = \"https://localhost:{}/hook/T0KEN-IN-PATH\"\nca_file = \"{}\"\nevents = [\"raised\"]\n\n\
+         [[alerts.webhooks]]\nurl = \"https://localhost:{}/other/T0KEN-IN-PATH\"\nevents = [\"raised\"]\nmax_attempts = 2\n",
+        trusted.port(),
+        ca_file.display(),
+        untrusted.port()
+    );
+    let daemon = Daemon::start_with_config(&config, &["--simulate", "1", "--seed", "3"]);
+    let rule = serde_json::json!({
+        "name": "Always", "devices": "ruuvi-*", "field": "temperature",
+        "condition": "above", "threshold": -100, "clearAt": -101, "for": "1s", "severity": "warning"
+    });
+    let (status, created) = daemon.post_json("/api/alert-rules", rule).await;
+    assert_eq!(status, 201, "{created}");
+
+    let delivered = eventually(Duration::from_secs(20), async || {
+        let all = trusted_requests.lock().unwrap().clone();
+        (!all.is_empty()).then_some(all)
+    })
+    .await
+    .expect("the https webhook trusting the private CA is delivered");
+    let payload: serde_json::Value = serde_json::from_slice(&delivered[0].1).unwrap();
+    assert_eq!(payload["event"], "alert.raised");
+    assert!(delivered[0].0.starts_with("post /hook/t0ken-in-path http/1.1"), "{}", delivered[0].0);
+
+    // Without the CA the certificate is refused: no request reaches the server, attempts counted.
+    let counted = eventually(Duration::from_secs(20), async || {
+        let webhooks = daemon.get_json("/api/health").await["alertWebhooks"].clone();
+        (webhooks["givenUp"].as_u64()? >= 1).then_some(webhooks)
+    })
+    .await
+    .expect("the untrusted endpoint is given up after its attempts");
+    assert_eq!(counted["delivered"], 1, "{counted}");
+    assert!(untrusted_requests.lock().unwrap().is_empty());
+    let log = daemon.log();
+    assert!(log.contains("UnknownIssuer") || log.contains("unknown issuer"), "the log says why");
+    assert!(!log.contains("T0KEN-IN-PATH"), "webhook URLs (tokens in the path) stay out of the log");
 }

@@ -3,13 +3,23 @@
 //! 2xx) or `max_attempts` is spent (then counted as given up). Bodies can be signed with
 //! HMAC-SHA256 so receivers can check they come from this gateway. The queue per URL lives in
 //! memory (bounded): alerts pending delivery when the gateway stops are not re-sent.
+//!
+//! The HTTP client is hyper's with hyper-rustls and an explicit ring TLS configuration (the
+//! system's roots, or the hook's `ca_file`), so no process-wide crypto provider is needed.
+//! Webhook URLs often carry a token (Slack, Discord…): logs show only scheme, host and port.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{header, Request};
+use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::mpsc;
@@ -75,6 +85,60 @@ struct Payload<'a> {
     alert: &'a AlertRecord,
 }
 
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A client for one hook: http:// and https://, trusting the system's roots or `ca_file`.
+fn http_client(hook: &WebhookConfig) -> Result<HttpClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &hook.ca_file {
+        Some(path) => {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
+}
+
+/// `https://hooks.slack.com/…`: what a log may show of a webhook URL.
+pub fn loggable_url(url: &str) -> String {
+    match url.parse::<axum::http::Uri>() {
+        Ok(uri) => match (uri.scheme_str(), uri.host()) {
+            (Some(scheme), Some(host)) => match uri.port_u16() {
+                Some(port) => format!("{scheme}://{host}:{port}/…"),
+                None => format!("{scheme}://{host}/…"),
+            },
+            _ => "<webhook>".into(),
+        },
+        Err(_) => "<webhook>".into(),
+    }
+}
+
+/// The error and its causes, which hyper keeps apart ("client error (Connect)" alone says little).
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 pub fn wants(event: &Event) -> bool {
     matches!(event, Event::Alert(_))
 }
@@ -87,18 +151,18 @@ pub async fn run(
     mut events: Subscription,
     shutdown: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder().build() {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "cannot create the HTTP client for alert webhooks; they are off");
-            return;
-        }
-    };
     let mut senders = Vec::new();
     for hook in hooks {
+        let client = match http_client(&hook) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(url = %loggable_url(&hook.url), %error, "this alert webhook is off: its HTTP client cannot be built");
+                continue;
+            }
+        };
         let (tx, rx) = mpsc::unbounded_channel::<Arc<AlertRecord>>();
         senders.push((hook.events.clone(), tx));
-        tokio::spawn(deliver(hook, site.clone(), client.clone(), stats.clone(), rx, shutdown.clone()));
+        tokio::spawn(deliver(hook, site.clone(), client, stats.clone(), rx, shutdown.clone()));
     }
     loop {
         let event = tokio::select! {
@@ -123,7 +187,7 @@ pub async fn run(
 async fn deliver(
     hook: WebhookConfig,
     site: String,
-    client: reqwest::Client,
+    client: HttpClient,
     stats: Arc<WebhookStats>,
     mut incoming: mpsc::UnboundedReceiver<Arc<AlertRecord>>,
     shutdown: CancellationToken,
@@ -154,21 +218,25 @@ async fn deliver(
             alert: &alert,
         })
         .unwrap_or_default();
+        let url = loggable_url(&hook.url);
+        let body = Bytes::from(body);
         let mut attempt = 1;
         loop {
-            let mut request = client
-                .post(&hook.url)
-                .timeout(hook.timeout)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header("X-Gatehouse-Attempt", attempt.to_string())
-                .body(body.clone());
+            let mut request = Request::post(hook.url.as_str())
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::USER_AGENT, concat!("Gatehouse/", env!("CARGO_PKG_VERSION")))
+                .header("X-Gatehouse-Attempt", attempt.to_string());
             if let Some(secret) = &hook.secret {
                 request = request.header("X-Gatehouse-Signature", signature(secret, &body));
             }
-            let outcome = match request.send().await {
-                Ok(response) if response.status().is_success() => Ok(()),
-                Ok(response) => Err(format!("answered {}", response.status())),
-                Err(error) => Err(error.to_string()),
+            let outcome = match request.body(Full::new(body.clone())) {
+                Err(error) => Err(format!("cannot build the request: {error}")),
+                Ok(request) => match tokio::time::timeout(hook.timeout, client.request(request)).await {
+                    Ok(Ok(response)) if response.status().is_success() => Ok(()),
+                    Ok(Ok(response)) => Err(format!("answered {}", response.status())),
+                    Ok(Err(error)) => Err(describe(&error)),
+                    Err(_) => Err(format!("no answer within {:?}", hook.timeout)),
+                },
             };
             match outcome {
                 Ok(()) => {
@@ -179,12 +247,12 @@ async fn deliver(
                     stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                     if attempt >= hook.max_attempts {
                         stats.given_up.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(url = %hook.url, alert = alert.id, attempts = attempt, "alert webhook given up: {why}");
+                        tracing::error!(%url, alert = alert.id, attempts = attempt, "alert webhook given up: {why}");
                         break;
                     }
                     attempt += 1;
                     let wait = retry_delay(attempt);
-                    tracing::warn!(url = %hook.url, alert = alert.id, "alert webhook failed ({why}); attempt {attempt} in {wait:?}");
+                    tracing::warn!(%url, alert = alert.id, "alert webhook failed ({why}); attempt {attempt} in {wait:?}");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(wait) => {}
@@ -236,6 +304,18 @@ mod tests {
     fn backoff_doubles_up_to_five_minutes() {
         let delays: Vec<u64> = (2..=12).map(|a| retry_delay(a).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    }
+
+    #[test]
+    fn logged_urls_keep_no_path_or_credentials() {
+        for (url, logged) in [
+            ("https://hooks.slack.com/services/T000/B000/XXXXSECRET", "https://hooks.slack.com/…"),
+            ("http://127.0.0.1:8080/hook?token=abc", "http://127.0.0.1:8080/…"),
+            ("https://user:pw@example.com/x", "https://example.com/…"),
+            ("not a url", "<webhook>"),
+        ] {
+            assert_eq!(loggable_url(url), logged, "{url}");
+        }
     }
 
     #[test]
