@@ -68,6 +68,43 @@ pub struct LanTelemetry {
     pub values: Vec<(String, f64)>,
     /// The message as the device sent it.
     pub raw: serde_json::Value,
+    /// Fired by the store writer once the message is committed: the broker holds a QoS 1
+    /// PUBACK until then, so an acknowledged message survives a crash.
+    #[serde(skip)]
+    pub stored: StoredSignal,
+}
+
+/// A one-time "committed to SQLite" signal carried by an event (empty for events nobody waits on).
+#[derive(Clone, Default)]
+pub struct StoredSignal(Option<Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>>);
+
+impl StoredSignal {
+    /// A signal and the receiver that resolves when it fires (or closes if it never can).
+    pub fn new() -> (StoredSignal, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (StoredSignal(Some(Arc::new(std::sync::Mutex::new(Some(tx))))), rx)
+    }
+
+    pub fn fire(&self) {
+        if let Some(slot) = &self.0 {
+            if let Some(tx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for StoredSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "StoredSignal(waited on)" } else { "StoredSignal(none)" })
+    }
+}
+
+/// Signals say nothing about the message itself.
+impl PartialEq for StoredSignal {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

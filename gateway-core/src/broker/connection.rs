@@ -4,7 +4,7 @@
 //! does not: identity, client-id rules, CONNACK refusals, ACLs, rate limits, keep-alive, wills,
 //! connection events and revocation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use rumqttd::protocol::{
 };
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -248,6 +249,8 @@ pub(super) async fn serve<S>(
         pending_subacks: HashMap::new(),
         denied_qos2: HashSet::new(),
         replies: Vec::new(),
+        unstored: HashMap::new(),
+        held_acks: VecDeque::new(),
     };
     let end = pump.run(keep_alive, &shutdown, &session.kill).await;
     ctx.stats.connected.fetch_sub(1, Ordering::Relaxed);
@@ -338,6 +341,11 @@ struct Session<'a, S> {
     denied_qos2: HashSet<u16>,
     /// Packets this layer answers itself, written after each read burst.
     replies: Vec<Packet>,
+    /// QoS 1 telemetry by packet id, waiting for the store to commit it.
+    unstored: HashMap<u16, oneshot::Receiver<()>>,
+    /// PUBACKs from the router held back, in order, while one ahead waits for the store (MQTT
+    /// wants PUBACKs in the order of the PUBLISHes).
+    held_acks: VecDeque<(Packet, Option<oneshot::Receiver<()>>)>,
 }
 
 impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
@@ -400,6 +408,15 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 }
                 notification = self.link_rx.next() => {
                     if let Some(end) = self.forward_outgoing(notification).await {
+                        return end;
+                    }
+                }
+                _ = first_stored(&mut self.held_acks), if !self.held_acks.is_empty() => {
+                    self.write_buf.clear();
+                    if let Err(error) = self.release_acks() {
+                        return End::Protocol(error);
+                    }
+                    if let Some(end) = self.flush_write_buf().await {
                         return end;
                     }
                 }
@@ -547,7 +564,17 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
             return Ok(None);
         }
         if self.telemetry_topic.as_deref() == Some(topic) {
-            return self.check_telemetry(publish).map(|t| t.map(|t| Event::Telemetry(Arc::new(t))));
+            let (qos, pkid) = qos_and_pkid(publish);
+            return self.check_telemetry(publish).map(|checked| {
+                checked.map(|mut telemetry| {
+                    if qos == 1 {
+                        let (signal, stored) = crate::bus::StoredSignal::new();
+                        telemetry.stored = signal;
+                        self.unstored.insert(pkid, stored);
+                    }
+                    Event::Telemetry(Arc::new(telemetry))
+                })
+            });
         }
         let message =
             DeviceMessage { client: self.info.clone(), topic: topic.to_string(), payload: publish.payload.clone() };
@@ -640,6 +667,12 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                         end = Some(End::TakenOver);
                         break;
                     }
+                    Some(Packet::PubAck(ack, properties))
+                        if !self.held_acks.is_empty() || self.unstored.contains_key(&ack.pkid) =>
+                    {
+                        let stored = self.unstored.remove(&ack.pkid);
+                        self.held_acks.push_back((Packet::PubAck(ack, properties), stored));
+                    }
                     Some(packet) => {
                         let packet = self.complete_suback(packet);
                         if let Packet::Publish(..) = packet {
@@ -663,12 +696,35 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 next = self.link_rx.next().now_or_never();
             }
         }
+        if end.is_none() {
+            if let Err(error) = self.release_acks() {
+                return Some(End::Protocol(error));
+            }
+        }
         if !self.write_buf.is_empty() {
             if let Some(io_end) = self.flush_write_buf().await {
                 return Some(io_end);
             }
         }
         end
+    }
+
+    /// Writes the held PUBACKs whose messages are stored, in order, up to the first still waiting.
+    /// A signal that can no longer fire (the store dropped the message, or is stopping) releases
+    /// its PUBACK too: the client must not wait for ever.
+    fn release_acks(&mut self) -> Result<(), protocol::Error> {
+        while let Some((_, stored)) = self.held_acks.front_mut() {
+            let ready = match stored {
+                None => true,
+                Some(receiver) => !matches!(receiver.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            };
+            if !ready {
+                break;
+            }
+            let (ack, _) = self.held_acks.pop_front().expect("front exists");
+            self.codec.write(ack, &mut self.write_buf)?;
+        }
+        Ok(())
     }
 
     /// Puts the refused filters' failure codes back into a SUBACK for a partly refused SUBSCRIBE.
@@ -687,8 +743,19 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
     }
 }
 
+/// Resolves when the first held PUBACK's message is stored (at once if it waits for nothing).
+async fn first_stored(held: &mut VecDeque<(Packet, Option<oneshot::Receiver<()>>)>) {
+    match held.front_mut() {
+        Some((_, Some(receiver))) => {
+            let _ = receiver.await;
+        }
+        Some((_, None)) => {}
+        None => std::future::pending().await,
+    }
+}
+
 /// QoS and packet id of a publish (the fields are private in rumqttd; its wire form has them).
-fn qos_and_pkid(publish: &Publish) -> (u8, u16) {
+pub fn qos_and_pkid(publish: &Publish) -> (u8, u16) {
     let wire = publish.serialize();
     let qos = (wire[0] >> 1) & 0b11;
     let pkid = if wire.len() >= 3 { u16::from_be_bytes([wire[1], wire[2]]) } else { 0 };
@@ -751,7 +818,8 @@ async fn close_link(link_tx: &mut LinkTx, will: Option<LastWill>) {
 
 /// The client id this connection uses. An empty id with a clean session gets a generated one;
 /// ids the router cannot represent or that impersonate the gateway are refused.
-fn client_id_for(requested: &str, clean_session: bool) -> Result<String, ()> {
+#[allow(clippy::result_unit_err)]
+pub fn client_id_for(requested: &str, clean_session: bool) -> Result<String, ()> {
     if requested.is_empty() {
         return if clean_session { Ok(format!("auto-{:016x}", rand::random::<u64>())) } else { Err(()) };
     }

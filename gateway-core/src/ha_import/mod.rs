@@ -177,7 +177,13 @@ impl Importer {
                 continue;
             }
             let raw = serde_json::Value::Object(values.iter().map(|(k, v)| (k.clone(), (*v).into())).collect());
-            let telemetry = LanTelemetry { device_id: device_id.to_string(), ts: now_ms(), values, raw };
+            let telemetry = LanTelemetry {
+                device_id: device_id.to_string(),
+                ts: now_ms(),
+                values,
+                raw,
+                stored: Default::default(),
+            };
             self.bus.publish(Event::Telemetry(Arc::new(telemetry))).await;
         }
     }

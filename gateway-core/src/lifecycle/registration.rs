@@ -213,7 +213,7 @@ pub fn telemetry_message(
     let (values, device_ts) = check_telemetry(capabilities, payload)?;
     let raw = serde_json::from_slice(payload).unwrap_or_default();
     let ts = device_ts.filter(|ts| (now - 7 * 86_400_000..=now + 60_000).contains(ts)).unwrap_or(now);
-    Ok(crate::bus::LanTelemetry { device_id: device_id.to_string(), ts, values, raw })
+    Ok(crate::bus::LanTelemetry { device_id: device_id.to_string(), ts, values, raw, stored: Default::default() })
 }
 
 /// Checks a telemetry message against the declared fields: a JSON object whose keys are declared

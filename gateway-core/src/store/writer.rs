@@ -177,6 +177,11 @@ fn write_loop(
             // An empty batch is the collector's "refresh the device rows now" (see `collect`).
             match writer.write(&batch, final_batch || batch.is_empty()) {
                 Ok(()) => {
+                    for row in &batch {
+                        if let Row::Telemetry(telemetry) = row {
+                            telemetry.stored.fire();
+                        }
+                    }
                     stats.rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     stats.batches_written.fetch_add(1, Ordering::Relaxed);
                     stats.queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
