@@ -8,51 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use gatehouse_tests::{require_tool, workspace_bin, Daemon};
+use gatehouse_tests::browser::{ui_dir, Browser};
+use gatehouse_tests::{workspace_bin, Daemon};
 use serde_json::Value;
-
-fn ui_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui")
-}
-
-/// Node and Chromium, and the built UI with playwright-core installed.
-struct Browser {
-    node: PathBuf,
-    chromium: PathBuf,
-}
-
-impl Browser {
-    /// `None` (skip) outside CI when something is missing; in CI a missing piece fails the test.
-    fn find() -> Option<Browser> {
-        let (node, chromium) = (require_tool("node")?, require_tool("/usr/bin/chromium")?);
-        let ui = ui_dir();
-        if !ui.join("dist/index.html").is_file() || !ui.join("node_modules/playwright-core").is_dir() {
-            assert!(std::env::var_os("CI").is_none(), "the UI is not built; scripts/setup.sh test builds it");
-            eprintln!("SKIPPED: build the UI first (make test does)");
-            return None;
-        }
-        Some(Browser { node, chromium })
-    }
-
-    /// Runs an e2e script against the daemon; `Err` carries its output and the daemon's log.
-    fn run(&self, script: &str, daemon: &Daemon, screenshots: &Path, extra: &str) -> Result<(), String> {
-        let output = Command::new(&self.node)
-            .current_dir(ui_dir())
-            .arg(script)
-            .arg(format!("http://{}", daemon.runtime.http))
-            .arg(screenshots)
-            .arg(extra)
-            .env("CHROMIUM", &self.chromium)
-            .output()
-            .expect("run node");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        println!("{stdout}");
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(format!("browser checks failed:\n{stdout}\n{}\n{}", String::from_utf8_lossy(&output.stderr), daemon.log()))
-    }
-}
 
 #[test]
 fn overview_device_page_device_list_claim_commands_and_alerts_work_in_chromium() {

@@ -8,12 +8,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod bluez;
+pub mod browser;
 pub mod desktop;
 pub mod device;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod mqtt5;
 pub mod raw;
 pub mod reference;
+pub mod secrets;
+pub mod wire;
 
 /// The `gatehouse` binary next to this test executable (target/<profile>/gatehouse).
 pub fn gatehouse_bin() -> PathBuf {
@@ -63,6 +67,8 @@ pub struct Daemon {
     fixed: Option<Runtime>,
     /// The D-Bus system bus for the Bluetooth scanner; `None` runs with `--no-ble`.
     bluetooth_bus: Option<String>,
+    /// Extra environment variables for the process (they override `RUST_LOG`).
+    env: Vec<(String, String)>,
     _temp: tempfile::TempDir,
 }
 
@@ -75,17 +81,38 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with `config_toml` written to a file and passed with `--config`.
     pub fn start_with_config(config_toml: &str, extra: &[&str]) -> Daemon {
-        Daemon::start_full(config_toml, extra, None)
+        Daemon::start_full(config_toml, extra, None, &[])
     }
 
     /// Like [`Daemon::start_with_config`], with the Bluetooth scanner on, talking to the D-Bus
     /// system bus at `bus_address` (a fake BlueZ).
     pub fn start_with_bluetooth(config_toml: &str, extra: &[&str], bus_address: &str) -> Daemon {
-        Daemon::start_full(config_toml, extra, Some(bus_address.to_string()))
+        Daemon::start_full(config_toml, extra, Some(bus_address.to_string()), &[])
     }
 
-    fn start_full(config_toml: &str, extra: &[&str], bluetooth_bus: Option<String>) -> Daemon {
-        let temp = tempfile::tempdir().expect("temp dir");
+    /// Like [`Daemon::start_with_config`], with extra environment variables for the process
+    /// (`RUST_LOG` among them overrides the tests' default log filter).
+    pub fn start_with_env(config_toml: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(config_toml, extra, None, env)
+    }
+
+    /// Like [`Daemon::start_with_config`], in a data directory the caller prepared (a small
+    /// filesystem mounted on it, a damaged database placed in it…).
+    pub fn start_in(temp: tempfile::TempDir, config_toml: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_full_in(temp, config_toml, extra, None, &[])
+    }
+
+    fn start_full(config_toml: &str, extra: &[&str], bluetooth_bus: Option<String>, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full_in(tempfile::tempdir().expect("temp dir"), config_toml, extra, bluetooth_bus, env)
+    }
+
+    fn start_full_in(
+        temp: tempfile::TempDir,
+        config_toml: &str,
+        extra: &[&str],
+        bluetooth_bus: Option<String>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !config_toml.is_empty() {
             let path = temp.path().join("gatehouse.toml");
@@ -109,6 +136,7 @@ impl Daemon {
             args,
             fixed: None,
             bluetooth_bus,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             _temp: temp,
         };
         daemon.spawn();
@@ -129,6 +157,7 @@ impl Daemon {
         let child = command
             .args(&self.args)
             .env("RUST_LOG", "info,gateway_core=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -186,6 +215,11 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("gatehouse did not write its runtime file within 30 s:\n{}", self.log());
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     pub fn log(&self) -> String {

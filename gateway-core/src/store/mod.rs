@@ -24,7 +24,7 @@ pub const DATABASE_FILE: &str = "gatehouse.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open database {path}: {source}; check that the data directory exists and is writable")]
+    #[error("cannot open database {path}: {source}; {}", open_advice(source))]
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("database {path}: {source}")]
     Migrate { path: PathBuf, source: MigrationError },
@@ -34,6 +34,23 @@ pub enum StoreError {
     History(#[from] HistoryError),
     #[error("store worker stopped unexpectedly")]
     WorkerGone,
+}
+
+/// What to do when the database cannot be opened; the file itself is never touched.
+pub fn open_advice(error: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            "the file is damaged or is not a Gatehouse database and was left untouched: move it aside to start \
+             with an empty database, or stage a backup with `gatehouse restore FILE`"
+        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            "another program holds it locked (another Gatehouse on the same data directory?): stop that program and \
+             start again"
+        }
+        Some(ErrorCode::DiskFull) => "the disk is full: free space in the data directory and start again",
+        _ => "check that the data directory exists and is writable",
+    }
 }
 
 /// Opens (creating when needed) and migrates the database, with the pragmas every connection uses.

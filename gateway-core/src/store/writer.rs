@@ -20,7 +20,8 @@ use crate::config::StoreConfig;
 use crate::reading::{now_ms, ruuvi_kind, Reading};
 
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Short enough that saving resumes within seconds once disk space is back.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 pub struct StoreStats {

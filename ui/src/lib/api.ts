@@ -54,6 +54,8 @@ export interface Health {
   mqtt: { listen: string; clientsConnected: number };
   bluetooth: BluetoothStatus;
   alerts?: Record<string, number>;
+  /** `status` is `degraded` while the store cannot write; `lastError` says why. */
+  store?: { lastError?: string | null; queueDepth?: number; rowsWritten?: number };
 }
 
 export interface History {
