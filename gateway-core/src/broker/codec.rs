@@ -57,6 +57,7 @@ impl Codec {
     }
 
     pub fn read(self, buf: &mut BytesMut, max_size: usize) -> Result<Frame, protocol::Error> {
+        let buffered = buf.len();
         // rumqttd's codec has `unreachable!()` arms reachable from hostile input (an AUTH packet
         // on v4, say). A panic here must not take the connection's cleanup down with it.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match self {
@@ -66,6 +67,9 @@ impl Codec {
         .unwrap_or(Err(protocol::Error::MalformedPacket));
         match result {
             Ok(packet) => Ok(Frame::Packet(packet)),
+            // rumqttd takes a whole frame off the buffer before parsing it; when the frame's own
+            // fields then run past its end, that is a malformed packet, not a short read.
+            Err(protocol::Error::InsufficientBytes(_)) if buf.len() < buffered => Err(protocol::Error::MalformedPacket),
             Err(protocol::Error::InsufficientBytes(_)) => Ok(Frame::Incomplete),
             Err(error) => Err(error),
         }
@@ -125,5 +129,33 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(Codec::sniff(input), expected, "{}", hex::encode(input));
         }
+    }
+
+    #[test]
+    fn a_frame_too_short_for_its_fields_is_malformed_not_incomplete() {
+        // Found by fuzzing (fuzz/regressions/mqtt_packets): a v5 CONNECT whose remaining length
+        // (10) ends before its properties was taken off the buffer and reported as "incomplete",
+        // so the connection waited for more bytes and parsed what followed as the next packet.
+        let input = hex::decode("100a00044d51545405c2000008110000").unwrap();
+        for chunk in [input.len(), 1] {
+            let mut buf = BytesMut::new();
+            let mut result = Ok(Frame::Incomplete);
+            for piece in input.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                result = Codec::V5.read(&mut buf, 1024);
+                if !matches!(result, Ok(Frame::Incomplete)) {
+                    break;
+                }
+            }
+            assert!(matches!(result, Err(protocol::Error::MalformedPacket)), "{chunk}-byte reads: {result:?}");
+        }
+        // The same for v4: a PUBLISH whose topic length runs past the frame is an error.
+        let mut buf = BytesMut::from(&[0x30, 0x03, 0x00, 0x09, b'a', 0xC0, 0x00][..]);
+        let result = Codec::V4.read(&mut buf, 1024);
+        assert!(result.is_err(), "{result:?}");
+        // A frame that is really incomplete still is.
+        let mut buf = BytesMut::from(&[0x30, 0x05, 0x00, 0x01][..]);
+        assert!(matches!(Codec::V4.read(&mut buf, 1024), Ok(Frame::Incomplete)));
+        assert_eq!(buf.len(), 4, "nothing consumed");
     }
 }

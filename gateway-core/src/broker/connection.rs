@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
     self, ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Packet, PubAck, PubAckReason,
-    PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck, SubscribeReasonCode,
+    PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, SubAck, SubscribeReasonCode,
 };
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -53,6 +53,9 @@ enum End {
     ClientDisconnected,
     /// The router dropped the link (a new connection took over the client id): no will.
     TakenOver,
+    /// The router ended the session itself (a protocol violation it caught, such as an
+    /// unsolicited PUBACK): counted, and the will is published.
+    RouterClosed,
     Closed,
     Io(std::io::Error),
     KeepAliveExpired,
@@ -69,6 +72,7 @@ impl std::fmt::Display for End {
         match self {
             End::ClientDisconnected => write!(f, "client sent DISCONNECT"),
             End::TakenOver => write!(f, "session taken over by a new connection"),
+            End::RouterClosed => write!(f, "protocol error caught by the router"),
             End::Closed => write!(f, "connection closed by the client"),
             End::Io(error) => write!(f, "network error: {error}"),
             End::KeepAliveExpired => write!(f, "keep-alive expired"),
@@ -166,6 +170,19 @@ pub(super) async fn serve<S>(
             return;
         }
     };
+    // A client id is a session: another identity's (a device's, or anyone's live or persistent
+    // session) is refused rather than taken over.
+    let owner = match ctx.directory.get(&client_id) {
+        Some(identity) if identity.username != auth.identity.username => Err(identity.username),
+        named => {
+            ctx.sessions.claim_client_id(&client_id, &auth.identity.username, named.is_some(), connect.clean_session)
+        }
+    };
+    if let Err(owner) = owner {
+        tracing::info!(%peer, %client_id, username = %auth.identity.username, %owner, "MQTT connection refused: the client id belongs to another identity");
+        let _ = write_packet(&mut writer, &mut write_buf, codec, refuse(Refusal::BadClientId)).await;
+        return;
+    }
     if let Some(will) = &will {
         let will_topic = String::from_utf8_lossy(&will.topic);
         if !auth.acl.can_publish(&will_topic) {
@@ -232,6 +249,7 @@ pub(super) async fn serve<S>(
         link_tx: &mut link_tx,
         link_rx: &mut link_rx,
         ctx: &ctx,
+        registration: &session,
         acl: auth.acl,
         info: info.clone(),
         // Devices, provisioning clients and remote receivers talk to the gateway itself: their
@@ -257,6 +275,12 @@ pub(super) async fn serve<S>(
 
     match end {
         End::ClientDisconnected | End::TakenOver => {}
+        // The router has already let go of this link: the will goes out through another one.
+        End::RouterClosed => {
+            if let Some(will) = will {
+                publish_will_elsewhere(&ctx.links, will).await;
+            }
+        }
         _ => {
             // Lets the router forget the connection (it would otherwise keep a zombie entry).
             close_link(&mut link_tx, will).await;
@@ -320,6 +344,7 @@ struct Session<'a, S> {
     link_tx: &'a mut LinkTx,
     link_rx: &'a mut LinkRx,
     ctx: &'a Context,
+    registration: &'a super::sessions::SessionHandle,
     acl: Acl,
     info: Arc<ClientInfo>,
     to_gateway: bool,
@@ -440,7 +465,13 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
             match self.codec.read(&mut self.read_buf, self.ctx.config.max_packet_size) {
                 Ok(Frame::Incomplete) => break,
                 Ok(Frame::Packet(Packet::Connect(..))) => {
+                    self.ctx.stats.malformed_packets.fetch_add(1, Ordering::Relaxed);
                     end = Some(End::Protocol(protocol::Error::InvalidProtocol));
+                    break;
+                }
+                Ok(Frame::Packet(Packet::Publish(_, properties))) if !valid_client_properties(properties.as_ref()) => {
+                    self.ctx.stats.malformed_packets.fetch_add(1, Ordering::Relaxed);
+                    end = Some(End::Protocol(protocol::Error::MalformedPacket));
                     break;
                 }
                 Ok(Frame::Packet(Packet::Publish(mut publish, properties))) => match self.check_publish(&publish) {
@@ -460,8 +491,14 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     Err(None) => {}
                 },
                 Ok(Frame::Packet(Packet::Subscribe(mut subscribe, properties))) => {
-                    let allowed: Vec<bool> =
-                        subscribe.filters.iter().map(|f| self.acl.can_subscribe(&f.path)).collect();
+                    // One filter twice in a packet is refused the second time: rumqttd's router
+                    // asserts one data request per filter.
+                    let mut seen = HashSet::new();
+                    let allowed: Vec<bool> = subscribe
+                        .filters
+                        .iter()
+                        .map(|f| self.acl.can_subscribe(&f.path) && seen.insert(f.path.as_str()))
+                        .collect();
                     let refused = allowed.iter().filter(|a| !**a).count();
                     if refused > 0 {
                         self.count_denial();
@@ -658,13 +695,13 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 Ok(Some(Notification::Unschedule)) => {
                     // The router paused us because our outgoing buffer was full.
                     if self.link_rx.wake().await.is_err() {
-                        end = Some(End::TakenOver);
+                        end = Some(self.router_ended());
                         break;
                     }
                 }
                 Ok(Some(notification)) => match Option::<Packet>::from(notification) {
                     Some(Packet::Disconnect(..)) => {
-                        end = Some(End::TakenOver);
+                        end = Some(self.router_ended());
                         break;
                     }
                     Some(Packet::PubAck(ack, properties))
@@ -688,7 +725,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 },
                 Ok(None) => {}
                 Err(_) => {
-                    end = Some(End::TakenOver);
+                    end = Some(self.router_ended());
                     break;
                 }
             }
@@ -707,6 +744,17 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
             }
         }
         end
+    }
+
+    /// Why the router let go of this link: a newer connection took the client id over (no will),
+    /// or the router caught a protocol error itself (an unsolicited PUBACK…): counted, with will.
+    fn router_ended(&self) -> End {
+        if self.registration.is_current() {
+            self.ctx.stats.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            End::RouterClosed
+        } else {
+            End::TakenOver
+        }
     }
 
     /// Writes the held PUBACKs whose messages are stored, in order, up to the first still waiting.
@@ -754,6 +802,14 @@ async fn first_stored(held: &mut VecDeque<(Packet, Option<oneshot::Receiver<()>>
     }
 }
 
+/// Whether a client may send a PUBLISH with these properties. A subscription identifier is the
+/// server's to set (MQTT 5 §3.3.4: a client's PUBLISH never carries one), and rumqttd misreads a
+/// client's: it counts one byte more than it consumes for each, so the property bytes after them
+/// end up in the payload, and subscribers get something other than what the client sent.
+pub fn valid_client_properties(properties: Option<&PublishProperties>) -> bool {
+    properties.is_none_or(|p| p.subscription_identifiers.is_empty())
+}
+
 /// QoS and packet id of a publish (the fields are private in rumqttd; its wire form has them).
 pub fn qos_and_pkid(publish: &Publish) -> (u8, u16) {
     let wire = publish.serialize();
@@ -795,6 +851,16 @@ fn disconnect_packet() -> Packet {
 /// for a connection it already removed makes it log "no-connection id … is already gone" at
 /// ERROR level, once per device disconnect. So when packets are still waiting (a wake-up is
 /// queued for them), ours join them without another.
+/// Publishes `will` through a short-lived link of the gateway's own.
+async fn publish_will_elsewhere(links: &LinkFactory, will: LastWill) {
+    let links = links.clone();
+    let client_id = format!("{RESERVED_CLIENT_PREFIX}-will-{:016x}", rand::random::<u64>());
+    match tokio::task::spawn_blocking(move || links(&client_id, true)).await {
+        Ok(Ok((mut tx, _rx, _))) => close_link(&mut tx, Some(will)).await,
+        _ => tracing::warn!("the will of a session the router closed could not be published"),
+    }
+}
+
 async fn close_link(link_tx: &mut LinkTx, will: Option<LastWill>) {
     let mut packets = Vec::new();
     if let Some(will) = will {
@@ -853,6 +919,30 @@ mod tests {
             assert!(client_id_for(id, clean).is_err(), "{id:?}");
         }
         assert!(client_id_for(&"x".repeat(257), true).is_err());
+    }
+
+    #[test]
+    fn a_client_publish_with_a_subscription_identifier_is_refused() {
+        // Found by fuzzing (fuzz/regressions/mqtt_packets): a v5 PUBLISH with subscription
+        // identifiers (properties 01 01 0B 0B 0B 0B …) decoded with five property bytes in its
+        // payload, and written to subscribers it read back different again.
+        let frame = hex::decode(
+            "325c0021646576696365732f686f6d652f65737033322d613162322f74656c656d65747279000315\
+             01010b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b\
+             0b0300106170706c69636174696f",
+        )
+        .unwrap();
+        let mut buf = BytesMut::from(&frame[..]);
+        let Ok(Frame::Packet(Packet::Publish(_, properties))) = Codec::V5.read(&mut buf, 1024) else { panic!() };
+        assert!(!properties.as_ref().unwrap().subscription_identifiers.is_empty());
+        assert!(!valid_client_properties(properties.as_ref()));
+        // Every other property is the client's to send.
+        let mut buf = BytesMut::new();
+        let properties = PublishProperties { payload_format_indicator: Some(1), ..Default::default() };
+        Codec::V5.write(Packet::Publish(Publish::new("a", "x", false), Some(properties)), &mut buf).unwrap();
+        let Ok(Frame::Packet(Packet::Publish(_, properties))) = Codec::V5.read(&mut buf, 1024) else { panic!() };
+        assert!(valid_client_properties(properties.as_ref()));
+        assert!(valid_client_properties(None));
     }
 
     #[test]

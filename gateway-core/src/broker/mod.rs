@@ -13,7 +13,10 @@ mod limits;
 mod sessions;
 pub mod tls;
 
-pub use codec::{Codec, SniffError};
+pub use codec::{Codec, Frame, SniffError};
+// For the fuzz targets (fuzz/): the checks a connection applies to decoded packets.
+#[doc(hidden)]
+pub use connection::{client_id_for, qos_and_pkid, valid_client_properties};
 pub use gateway_link::{run_gateway_link, wants as gateway_link_wants, RuuviOutput};
 pub use limits::{FlapPolicy, TokenBucket};
 pub use sessions::{ClientView, Sessions};
@@ -185,7 +188,7 @@ pub async fn start(
         stats: stats.clone(),
         config: config.clone(),
         bus: bus.clone(),
-        directory,
+        directory: directory.clone(),
         sessions: sessions.clone(),
         flaps: FlapTracker::new(FlapPolicy {
             max_disconnects: config.flap_max_disconnects,
@@ -237,6 +240,7 @@ pub async fn start(
     let mut revocations =
         bus.subscribe_reliable("broker-revocations", 64, |e| matches!(e, Event::IdentityRevoked { .. }));
     let revoke_sessions = sessions.clone();
+    let revoke_directory = directory.clone();
     let revoke_stats = stats.clone();
     let revoke_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -248,6 +252,10 @@ pub async fn start(
             match event {
                 Some(Event::IdentityRevoked { username, reason }) => {
                     let killed = revoke_sessions.kill_user(&username);
+                    if revoke_directory.get(&username).is_none() {
+                        // Deleted: its persistent sessions' client ids are free for others.
+                        revoke_sessions.forget_user(&username);
+                    }
                     revoke_stats.sessions_revoked.fetch_add(killed as u64, Ordering::Relaxed);
                     if killed > 0 {
                         tracing::info!(%username, reason, sessions = killed, "disconnected revoked sessions");

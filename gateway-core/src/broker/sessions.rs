@@ -43,6 +43,9 @@ pub struct Sessions {
 struct State {
     by_client: HashMap<String, Entry>,
     next_serial: u64,
+    /// Who left a persistent session (`clean_session = false`) under a client id: the router
+    /// keeps its subscriptions and queued messages for that identity only.
+    persistent_owners: HashMap<String, String>,
 }
 
 /// What `GET /api/broker/clients` shows per client.
@@ -72,6 +75,14 @@ pub struct SessionHandle {
     pub kill: CancellationToken,
 }
 
+impl SessionHandle {
+    /// False once a newer connection took over this client id.
+    pub fn is_current(&self) -> bool {
+        let state = self.sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
+        state.by_client.get(&self.client_id).is_some_and(|e| e.serial == self.serial)
+    }
+}
+
 impl Drop for SessionHandle {
     fn drop(&mut self) {
         let mut state = self.sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -95,6 +106,45 @@ impl Sessions {
             Entry { info, stats: stats.clone(), kill: kill.clone(), serial, router_connection },
         );
         SessionHandle { sessions: self.clone(), client_id, serial, stats, kill }
+    }
+
+    /// Whether `username` may use `client_id` now: not while another identity is connected with
+    /// it or has a persistent session under it (that would hand over its queued messages or
+    /// kick it off), unless the id is `own` (a device's id is its username: it takes its id back
+    /// from the provisioning session it registered with). `Err` names the holder. Records the
+    /// owner of a new persistent session.
+    pub fn claim_client_id(
+        &self,
+        client_id: &str,
+        username: &str,
+        own: bool,
+        clean_session: bool,
+    ) -> Result<(), String> {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !own {
+            if let Some(live) = state.by_client.get(client_id).and_then(|e| e.info.username.clone()) {
+                if live != username {
+                    return Err(live);
+                }
+            }
+            if let Some(owner) = state.persistent_owners.get(client_id) {
+                if owner != username {
+                    return Err(owner.clone());
+                }
+            }
+        }
+        if clean_session {
+            state.persistent_owners.remove(client_id);
+        } else {
+            state.persistent_owners.insert(client_id.to_string(), username.to_string());
+        }
+        Ok(())
+    }
+
+    /// Forgets the persistent sessions of an identity that no longer exists.
+    pub fn forget_user(&self, username: &str) {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        state.persistent_owners.retain(|_, owner| owner != username);
     }
 
     /// Ends every session authenticated as `username`; returns how many.
@@ -182,5 +232,37 @@ mod tests {
         drop(new);
         drop(other);
         assert_eq!(sessions.count(), 0);
+    }
+
+    #[test]
+    fn a_client_id_stays_with_the_identity_that_holds_it() {
+        let sessions = Sessions::default();
+        let live = sessions.register(info("dev-1", "dev-1"), 1);
+        assert!(live.is_current());
+        // (client id, username, its own id, clean session, allowed)
+        let steps: &[(&str, &str, bool, bool, Result<(), &str>)] = &[
+            ("dev-1", "viewer", false, true, Err("dev-1")),
+            ("dev-1", "dev-1", true, false, Ok(())),
+            ("bridge", "nodered", false, false, Ok(())),
+            ("bridge", "viewer", false, true, Err("nodered")),
+            ("bridge", "nodered", false, true, Ok(())),
+            ("bridge", "viewer", false, true, Ok(())),
+            ("esp-9", "provision", false, false, Ok(())),
+            ("esp-9", "esp-9", true, true, Ok(())),
+            ("esp-9", "provision", false, false, Ok(())),
+        ];
+        for (client_id, username, own, clean, allowed) in steps {
+            assert_eq!(
+                sessions.claim_client_id(client_id, username, *own, *clean),
+                allowed.map_err(String::from),
+                "{client_id} as {username}"
+            );
+        }
+        let newer = sessions.register(info("dev-1", "dev-1"), 2);
+        assert!(!live.is_current() && newer.is_current(), "taken over");
+        drop((live, newer));
+        assert_eq!(sessions.claim_client_id("dev-1", "viewer", false, true), Err("dev-1".into()), "persistent session");
+        sessions.forget_user("dev-1");
+        assert_eq!(sessions.claim_client_id("dev-1", "viewer", false, true), Ok(()));
     }
 }
