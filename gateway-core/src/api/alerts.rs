@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 
+use super::extract::{Path, Query};
 use super::{actor, ApiError, ApiState};
 use crate::alerts::{AlertError, Rule, RuleRequest};
 use crate::bus::AlertRecord;

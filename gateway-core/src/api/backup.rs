@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 
+use super::extract::{Path, Query};
 use super::params::parse_time;
 use super::{ApiError, ApiState};
 use crate::reading::now_ms;

@@ -1,13 +1,14 @@
 //! Broker administration: connected clients, MQTT identities (create with a secret shown once,
 //! rotate, enable/disable, delete: revoking kicks live sessions), and the CA certificate.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::Path;
 use super::{ApiError, ApiState};
 use crate::auth::{DirectoryError, NewIdentity, Role, Rule};
 use crate::broker::ClientView;

@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::Value;
 
+use super::extract::Path;
 use super::{actor, ApiError, ApiState};
 use crate::device_config::{ConfigError, ConfigView};
 

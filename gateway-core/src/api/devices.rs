@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
+use super::extract::{Path, Query};
 use super::params::{parse_duration_ms, parse_time};
 use super::{ApiError, ApiState};
 use crate::reading::now_ms;
@@ -84,7 +85,8 @@ pub async fn readings(
 ) -> Result<Json<History>, ApiError> {
     let now = now_ms();
     let to = query.get("to").map(|v| parse_time("to", v, now)).transpose()?.unwrap_or(now + 1);
-    let from = query.get("from").map(|v| parse_time("from", v, now)).transpose()?.unwrap_or(to - 86_400_000);
+    let from =
+        query.get("from").map(|v| parse_time("from", v, now)).transpose()?.unwrap_or(to.saturating_sub(86_400_000));
     let bucket_ms = query.get("bucket").map(|v| parse_duration_ms("bucket", v)).transpose()?;
     let Some(device) = state.store.device(&id).await? else {
         return Err(unknown_device(&id));

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::{Path, Query, RawBody};
 use super::{ApiError, ApiState};
 use crate::lifecycle::{db, registration, ClaimError, Reply};
 use crate::store::DeviceRecord;
@@ -26,7 +26,7 @@ fn actor(headers: &HeaderMap, peer: &SocketAddr) -> (String, String) {
 pub async fn register(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> (StatusCode, Json<Reply>) {
     let reply = state.lifecycle.register(&body, None, &peer.ip().to_string()).await;
     let status = match &reply {
@@ -117,7 +117,7 @@ pub async fn update_capabilities(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<DeviceRecord>, ApiError> {
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", format!("not JSON: {e}")))?;

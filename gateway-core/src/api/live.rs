@@ -1,6 +1,7 @@
 //! `GET /api/live`: a WebSocket streaming bus events as JSON text messages
 //! (`{"type":"reading","data":{…}}`, `device_discovered`, `availability`). Server → client only.
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
@@ -11,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Event, Subscription};
 
-pub async fn upgrade(State(state): State<ApiState>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+pub async fn upgrade(
+    State(state): State<ApiState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws?;
     // Cross-site WebSocket hijacking is refused before this, by `session::guard`, for every
     // upgrade from another origin.
     let events = state.bus.subscribe("websocket");

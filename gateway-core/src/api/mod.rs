@@ -7,6 +7,7 @@ mod broker;
 mod config;
 mod devices;
 mod error;
+mod extract;
 mod lifecycle;
 mod live;
 mod metrics;
@@ -26,7 +27,7 @@ pub use ui::locate as locate_ui;
 
 pub use error::ApiError;
 
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -132,6 +133,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/upstreams", get(upstreams::list))
         .route("/api/upstreams/{name}/test", axum::routing::post(upstreams::test))
         .route("/metrics", get(metrics::metrics))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), session::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
@@ -156,6 +158,15 @@ async fn fallback(
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("not_found", format!("no route for {}; see docs/api.md for the API", uri.path()))
+}
+
+/// A route with another method: a JSON 405 (axum's own has no body); axum adds `Allow`.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{method} is not a method of {}; see docs/api.md for the API", uri.path()),
+    }
 }
 
 /// Who made a change, for audit trails: the client's self-declared name and its address.

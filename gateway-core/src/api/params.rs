@@ -4,30 +4,38 @@ use std::time::Duration;
 
 use super::ApiError;
 
+/// The latest time (and, negated, the earliest) a parameter may name: the end of the year 9999
+/// in milliseconds since the epoch. Arithmetic on times within it cannot overflow.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
 /// A point in time: milliseconds since the epoch, RFC 3339 (`2026-11-25T12:00:00Z`), `now`, or a
-/// duration before now (`-24h`, `-30m`).
+/// duration before now (`-24h`, `-30m`); within ±[`MAX_TIME_MS`].
 pub fn parse_time(name: &str, value: &str, now_ms: i64) -> Result<i64, ApiError> {
     let value = value.trim();
-    if value == "now" {
-        return Ok(now_ms);
+    let time = if value == "now" {
+        Some(now_ms)
+    } else if let Some(ago) = value.strip_prefix('-').and_then(|ago| humantime::parse_duration(ago).ok()) {
+        // A duration too long for the range is out of range, not "not a time".
+        Some(i64::try_from(ago.as_millis()).ok().and_then(|ago| now_ms.checked_sub(ago)).unwrap_or(i64::MIN))
+    } else if let Ok(ms) = value.parse::<i64>() {
+        Some(ms)
+    } else {
+        humantime::parse_rfc3339_weak(value)
+            .ok()
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|since_epoch| i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    };
+    match time {
+        Some(time) if (-MAX_TIME_MS..=MAX_TIME_MS).contains(&time) => Ok(time),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_time",
+            format!("`{name}={value}` is out of range: times must lie within {MAX_TIME_MS} ms (the year 9999) of the epoch"),
+        )),
+        None => Err(ApiError::bad_request(
+            "invalid_time",
+            format!("`{name}={value}` is not a time; use milliseconds since the epoch, RFC 3339 (2026-11-25T12:00:00Z), `now`, or `-24h`"),
+        )),
     }
-    if let Some(ago) = value.strip_prefix('-') {
-        if let Ok(duration) = humantime::parse_duration(ago) {
-            return Ok(now_ms - duration.as_millis() as i64);
-        }
-    }
-    if let Ok(ms) = value.parse::<i64>() {
-        return Ok(ms);
-    }
-    if let Ok(time) = humantime::parse_rfc3339_weak(value) {
-        if let Ok(since_epoch) = time.duration_since(std::time::UNIX_EPOCH) {
-            return Ok(since_epoch.as_millis() as i64);
-        }
-    }
-    Err(ApiError::bad_request(
-        "invalid_time",
-        format!("`{name}={value}` is not a time; use milliseconds since the epoch, RFC 3339 (2026-11-25T12:00:00Z), `now`, or `-24h`"),
-    ))
 }
 
 /// A duration: milliseconds (`60000`) or a humantime duration (`5m`, `1h`).
@@ -36,7 +44,7 @@ pub fn parse_duration_ms(name: &str, value: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = value.parse::<i64>() {
         return Ok(ms);
     }
-    humantime::parse_duration(value).map(|d: Duration| d.as_millis() as i64).map_err(|_| {
+    humantime::parse_duration(value).ok().and_then(|d: Duration| i64::try_from(d.as_millis()).ok()).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_duration",
             format!("`{name}={value}` is not a duration; use milliseconds or e.g. `5m`, `1h`"),
@@ -60,6 +68,18 @@ mod tests {
             ("yesterday", None),
             ("-forever", None),
             ("", None),
+            // The range: ± the end of the year 9999, however the time is written.
+            ("253402300799999", Some(MAX_TIME_MS)),
+            ("-253402300799999", Some(-MAX_TIME_MS)),
+            ("9999-12-31T23:59:59.999Z", Some(MAX_TIME_MS)),
+            ("253402300800000", None),
+            ("-253402300800000", None),
+            ("9223372036854775807", None),
+            ("-9223372036854775808", None),
+            ("99999999999999999999", None),
+            ("-292000000y", None),
+            ("-600000000000y", None),
+            ("-8000y", Some(now - 8000 * 31_557_600_000)),
         ];
         for (input, expected) in cases {
             assert_eq!(parse_time("from", input, now).ok(), expected, "{input}");
@@ -72,5 +92,6 @@ mod tests {
         assert_eq!(parse_duration_ms("bucket", "5m").ok(), Some(300_000));
         assert_eq!(parse_duration_ms("bucket", "1h 30m").ok(), Some(5_400_000));
         assert!(parse_duration_ms("bucket", "soon").is_err());
+        assert!(parse_duration_ms("bucket", "600000000000y").is_err(), "too long for milliseconds in an i64");
     }
 }

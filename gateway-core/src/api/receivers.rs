@@ -2,10 +2,11 @@
 //! Ruuvi Gateways) with what it heard; `/api/devices/{id}/receivers`: which receivers hear one
 //! tag, best first.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::extract::Path;
 use super::ApiState;
 use crate::reading::now_ms;
 

@@ -32,6 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::extract::Query;
 use super::{same_origin, ApiError, ApiState};
 use crate::auth::constant_time_eq;
 use crate::lockout::{LockoutPolicy, Lockouts};
@@ -280,14 +281,17 @@ pub async fn login(
     let auth = state.web_auth.clone();
     let request = credentials(body)?;
     let key = peer.ip().to_string();
-    if let Some(wait) = auth.failures.lock().unwrap_or_else(|p| p.into_inner()).locked(&key, Instant::now()) {
-        return Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "too_many_attempts",
-            message: format!("too many wrong passwords from {key}; try again in {} min", wait.as_secs().div_ceil(60)),
-        });
-    }
+    // The attempt counts from now, before the (slow) verification, so guesses sent in parallel
+    // cannot all be verified before the first failure is recorded; a right password takes it back.
+    let started = auth.failures.lock().unwrap_or_else(|p| p.into_inner()).begin(&key, Instant::now(), &LOGIN_LOCKOUT);
+    let started = started.map_err(|wait| ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "too_many_attempts",
+        message: format!("too many wrong passwords from {key}; try again in {} min", wait.as_secs().div_ceil(60)),
+    })?;
+    let forgive = || auth.failures.lock().unwrap_or_else(|p| p.into_inner()).forgive(&key, started);
     let Some(hash) = auth.password_hash.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        forgive();
         return Err(ApiError {
             status: StatusCode::CONFLICT,
             code: "not_configured",
@@ -298,7 +302,7 @@ pub async fn login(
     let ok =
         tokio::task::spawn_blocking(move || crate::auth::password::verify(&password, &hash)).await.unwrap_or(false);
     if !ok {
-        auth.failures.lock().unwrap_or_else(|p| p.into_inner()).record(&key, Instant::now(), &LOGIN_LOCKOUT);
+        auth.failures.lock().unwrap_or_else(|p| p.into_inner()).fail(&key, Instant::now(), &LOGIN_LOCKOUT);
         tracing::info!(from = %key, "web login refused: wrong password");
         return Err(ApiError {
             status: StatusCode::UNAUTHORIZED,
@@ -306,6 +310,7 @@ pub async fn login(
             message: "wrong password".into(),
         });
     }
+    forgive();
     let token = auth.new_session();
     Ok(with_cookie(Json(json!({"authenticated": true})).into_response(), &token, SESSION_LIFETIME.as_secs()))
 }
@@ -318,10 +323,7 @@ pub struct LaunchQuery {
 
 /// `GET /api/auth/launch?ticket=…`: the desktop app's window arrives here; a valid ticket becomes
 /// a session cookie and a redirect to the UI.
-pub async fn launch(
-    State(state): State<ApiState>,
-    axum::extract::Query(query): axum::extract::Query<LaunchQuery>,
-) -> Response {
+pub async fn launch(State(state): State<ApiState>, Query(query): Query<LaunchQuery>) -> Response {
     if !state.web_auth.redeem_launch_ticket(&query.ticket) {
         tracing::warn!("a launch ticket was refused (unknown, used or expired)");
         return ApiError {

@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::extract::Path;
 use super::{ApiError, ApiState};
 use crate::lifecycle::db;
 use crate::reading::now_ms;

@@ -2,11 +2,12 @@
 //! counters; `POST /api/upstreams/{name}/test`: "test connection", stage by stage (DNS, TCP,
 //! TLS, login, ACL), with what failed and what to do.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::extract::Path;
 use super::ApiState;
 
 pub async fn list(State(state): State<ApiState>) -> Json<Value> {

@@ -334,46 +334,68 @@ impl Lifecycle {
     }
 
     /// Claims the device waiting for `typed` (as typed by a person). Wrong codes count against
-    /// `source`; five in fifteen minutes lock it out for fifteen minutes.
+    /// `source`; five in fifteen minutes lock it out for fifteen minutes. Each attempt counts
+    /// from the moment it arrives, before its code is looked up (and is taken back when the code
+    /// exists), so guesses sent in parallel cannot test more codes than the lockout allows.
     pub async fn claim(&self, typed: &str, actor: &str, source: &str) -> Result<DeviceRecord, ClaimError> {
-        let now_instant = Instant::now();
-        if let Some(retry_after) = self.attempts.lock().unwrap_or_else(|p| p.into_inner()).locked(source, now_instant) {
-            return Err(ClaimError::LockedOut { retry_after });
-        }
-        let failed = |this: &Self| {
-            this.stats.claim_failures.fetch_add(1, Ordering::Relaxed);
-            let mut attempts = this.attempts.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(retry_after) = attempts.record(source, now_instant, &this.policy) {
-                this.stats.claim_lockouts.fetch_add(1, Ordering::Relaxed);
+        let started = self
+            .attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .begin(source, Instant::now(), &self.policy)
+            .map_err(|retry_after| ClaimError::LockedOut { retry_after })?;
+        let forgive = || self.attempts.lock().unwrap_or_else(|p| p.into_inner()).forgive(source, started);
+        let reason = match claim_code::normalize(typed) {
+            None => "malformed",
+            Some(canonical) => {
+                let hash = claim_code::hash(&self.code_key, &canonical);
+                match self.store.run(move |conn| Ok(db::find_claim_code(conn, &hash)?)).await {
+                    Ok(Some((device_id, expires_at))) => {
+                        // A code that exists was not guessed, whatever happens next.
+                        forgive();
+                        if expires_at <= now_ms() {
+                            self.audit(
+                                actor,
+                                "claim_failed",
+                                Some(&device_id),
+                                Some(source),
+                                Some(json!({ "reason": "expired" })),
+                            )
+                            .await;
+                            return Err(ClaimError::Expired { device_id, expired_at: format_time(expires_at) });
+                        }
+                        return self.activate(&device_id, actor, source, "claimed").await;
+                    }
+                    Ok(None) => "unknown code",
+                    Err(e) => {
+                        forgive();
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        self.stats.claim_failures.fetch_add(1, Ordering::Relaxed);
+        let error = {
+            let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if let Some(retry_after) = attempts.fail(source, now, &self.policy) {
+                self.stats.claim_lockouts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%source, "too many wrong claim codes; source locked out");
-                return ClaimError::LockedOut { retry_after };
+                ClaimError::LockedOut { retry_after }
+            } else if let Some(retry_after) = attempts.locked(source, now) {
+                // Locked out by a parallel attempt meanwhile.
+                ClaimError::LockedOut { retry_after }
+            } else if reason == "malformed" {
+                ClaimError::Malformed(typed.chars().take(32).collect())
+            } else {
+                ClaimError::Unknown {
+                    attempts_left: self.policy.threshold.saturating_sub(attempts.recent(source)),
+                    lockout_minutes: self.policy.lockout.as_secs() / 60,
+                }
             }
-            ClaimError::Unknown {
-                attempts_left: this.policy.threshold - attempts.recent(source),
-                lockout_minutes: this.policy.lockout.as_secs() / 60,
-            }
         };
-        let Some(canonical) = claim_code::normalize(typed) else {
-            let error = failed(self);
-            self.audit(actor, "claim_failed", None, Some(source), Some(json!({ "reason": "malformed" }))).await;
-            return Err(match error {
-                ClaimError::LockedOut { .. } => error,
-                _ => ClaimError::Malformed(typed.chars().take(32).collect()),
-            });
-        };
-        let hash = claim_code::hash(&self.code_key, &canonical);
-        let found = self.store.run(move |conn| Ok(db::find_claim_code(conn, &hash)?)).await?;
-        let Some((device_id, expires_at)) = found else {
-            let error = failed(self);
-            self.audit(actor, "claim_failed", None, Some(source), Some(json!({ "reason": "unknown code" }))).await;
-            return Err(error);
-        };
-        if expires_at <= now_ms() {
-            self.audit(actor, "claim_failed", Some(&device_id), Some(source), Some(json!({ "reason": "expired" })))
-                .await;
-            return Err(ClaimError::Expired { device_id, expired_at: format_time(expires_at) });
-        }
-        self.activate(&device_id, actor, source, "claimed").await
+        self.audit(actor, "claim_failed", None, Some(source), Some(json!({ "reason": reason }))).await;
+        Err(error)
     }
 
     /// Activates a device that registered during a pairing window, without a code.

@@ -4,7 +4,8 @@
 //!
 //! Authentication: a `receiver` account, as HTTP Basic (the Ruuvi Gateway's "basic" option) or as
 //! `Authorization: Bearer <account>:<secret>` (its "bearer" option). Wrong or missing credentials
-//! get 401 and are counted; credentials are never logged.
+//! get 401 and are counted; credentials are never logged. `/webhook` forwards site-bound device
+//! telemetry, so it also needs the account to be of the gateway's site (403 otherwise, counted).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{receiver_name, HeardBy, IngestStats};
 use crate::api::ApiError;
-use crate::auth::{Directory, Role};
+use crate::auth::{Directory, Identity, Role};
 use crate::pipeline::Advertisement;
 use crate::reading::now_ms;
 use crate::ruuvi_gateway::{self, IngestError};
@@ -65,7 +66,7 @@ fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// The receiver account the request authenticates as, or the answer that refuses it.
-async fn receiver_account(state: &IngestState, headers: &HeaderMap) -> Result<String, Response> {
+async fn receiver_account(state: &IngestState, headers: &HeaderMap) -> Result<Identity, Response> {
     let stats = &state.stats;
     let unauthorized = |message: &str| {
         stats.http_unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -94,17 +95,40 @@ async fn receiver_account(state: &IngestState, headers: &HeaderMap) -> Result<St
             format!("account {account} has role {}; only receiver accounts may post readings", identity.role.as_str()),
         ));
     }
-    Ok(account)
+    Ok(identity)
 }
 
-/// The receiver account and the body, read (up to the limit) only once the request is
-/// authenticated; an oversized body counts in `too_large`.
+/// Whether a receiver account may post to a route: `/ruuvi` takes any receiver's Bluetooth
+/// advertisements, `/webhook` only device telemetry of the receiver's own site.
+#[derive(Clone, Copy, PartialEq)]
+enum Scope {
+    AnySite,
+    OwnSite,
+}
+
+/// The receiver account's name and the body, read (up to the limit) only once the request is
+/// authenticated (and, for [`Scope::OwnSite`], the account is of the gateway's site); an
+/// oversized body counts in `too_large`.
 async fn authenticated_body(
     state: &IngestState,
     request: Request,
+    scope: Scope,
     too_large: &std::sync::atomic::AtomicU64,
 ) -> Result<(String, axum::body::Bytes), Response> {
-    let account = receiver_account(state, request.headers()).await?;
+    let identity = receiver_account(state, request.headers()).await?;
+    let account = identity.username;
+    if scope == Scope::OwnSite && identity.site != state.site {
+        state.stats.http_unauthorized.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(account, site = %identity.site, "HTTP ingest refused: a receiver of another site");
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "wrong_site",
+            format!(
+                "account {account} belongs to site `{}`; only receivers of site `{}` may forward its devices' telemetry",
+                identity.site, state.site
+            ),
+        ));
+    }
     match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
         Ok(body) => Ok((account, body)),
         Err(_) => {
@@ -117,7 +141,7 @@ async fn authenticated_body(
 async fn ingest(State(state): State<IngestState>, request: Request) -> Response {
     let stats = &state.stats;
     stats.http_posts.fetch_add(1, Ordering::Relaxed);
-    let (account, body) = match authenticated_body(&state, request, &stats.http_rejected).await {
+    let (account, body) = match authenticated_body(&state, request, Scope::AnySite, &stats.http_rejected).await {
         Ok(authenticated) => authenticated,
         Err(refused) => return refused,
     };
@@ -162,7 +186,7 @@ async fn ingest(State(state): State<IngestState>, request: Request) -> Response 
 async fn webhook(State(state): State<IngestState>, request: Request) -> Response {
     let stats = &state.stats;
     stats.webhook_posts.fetch_add(1, Ordering::Relaxed);
-    let (account, body) = match authenticated_body(&state, request, &stats.webhook_rejected).await {
+    let (account, body) = match authenticated_body(&state, request, Scope::OwnSite, &stats.webhook_rejected).await {
         Ok(authenticated) => authenticated,
         Err(refused) => return refused,
     };

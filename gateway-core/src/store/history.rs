@@ -80,8 +80,9 @@ pub fn choose_bucket(from: i64, to: i64) -> i64 {
         1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 900_000, 1_800_000, 3_600_000, 10_800_000, 21_600_000,
         43_200_000, 86_400_000,
     ];
-    let span = (to - from).max(1);
-    NICE.iter().copied().find(|bucket| (span + bucket - 1) / bucket <= TARGET_BUCKETS).unwrap_or(86_400_000)
+    let span = to.saturating_sub(from).max(1);
+    // ⌈span / bucket⌉ ≤ TARGET_BUCKETS, without overflowing.
+    NICE.iter().copied().find(|bucket| (span - 1) / bucket < TARGET_BUCKETS).unwrap_or(86_400_000)
 }
 
 pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<History>, StoreError> {
@@ -93,7 +94,8 @@ pub(super) fn query(conn: &Connection, q: &HistoryQuery) -> Result<Option<Histor
         return Err(HistoryError::BucketTooSmall.into());
     }
     // Buckets are aligned to multiples of their size since the epoch, so charts stay stable.
-    let buckets = (q.to - 1) / bucket_ms - q.from / bucket_ms + 1;
+    // (Saturating: the range may span all of i64.)
+    let buckets = ((q.to - 1) / bucket_ms).saturating_sub(q.from / bucket_ms).saturating_add(1);
     if buckets > MAX_BUCKETS {
         return Err(HistoryError::TooManyBuckets { buckets, bucket_ms }.into());
     }
@@ -183,6 +185,10 @@ mod tests {
             (0, 7 * 24 * hour, 1_800_000),
             (0, 30 * 24 * hour, 10_800_000),
             (0, 3650 * 24 * hour, 86_400_000),
+            // Extremes neither overflow nor panic.
+            (i64::MIN, i64::MAX, 86_400_000),
+            (i64::MAX, i64::MIN, 1_000),
+            (i64::MAX - 1, i64::MAX, 1_000),
         ];
         for (from, to, expected) in cases {
             assert_eq!(choose_bucket(from, to), expected, "{from}..{to}");
@@ -245,6 +251,12 @@ mod tests {
         assert_eq!(err(q(5, 5, None, &[])), HistoryError::EmptyRange { from: 5, to: 5 });
         assert_eq!(err(q(0, 10, Some(0), &[])), HistoryError::BucketTooSmall);
         assert!(matches!(err(q(0, 100_000_000, Some(1), &[])), HistoryError::TooManyBuckets { .. }));
+        for (from, to, bucket) in [(i64::MIN, i64::MAX, Some(1)), (i64::MIN, i64::MAX, None), (-1, i64::MAX, Some(1))] {
+            assert!(
+                matches!(err(q(from, to, bucket, &[])), HistoryError::TooManyBuckets { .. }),
+                "{from}..{to} by {bucket:?}"
+            );
+        }
         assert_eq!(
             err(q(0, 10, None, &["temperature); DROP TABLE x;--"])),
             HistoryError::UnknownField("temperature); DROP TABLE x;--".into())
