@@ -17,6 +17,12 @@ test:
 	./scripts/package-desktop.sh --debug
 	$(CARGO) test --workspace
 
+# Coverage-guided fuzzing of every parser of outside input (fuzz/README.md): each target for
+# ARGS seconds (default 30), e.g. `make fuzz ARGS=600` or `make fuzz ARGS="300 mqtt_packets"`.
+.PHONY: fuzz
+fuzz:
+	./scripts/fuzz.sh $(ARGS)
+
 # The desktop app (window + tray) with the same flags as `gatehouse run`, e.g. ARGS="--simulate 10".
 .PHONY: desktop
 desktop:
@@ -56,6 +62,14 @@ bench-tasks:
 	./scripts/setup.sh run
 	$(CARGO) build --release -p gateway-core --bin gatehouse --bin gatehouse-taskbench
 	./target/release/gatehouse-taskbench $(ARGS)
+
+# Soak (docs/benchmarks.md): 200 simulated tags + 50 claimed reference devices with a task per
+# device per minute; a row a minute (RSS, CPU, queue depth, DB size), a memory verdict at the end.
+# `make soak ARGS="--minutes 30"`; `python3 scripts/soak.py --help` lists the options.
+.PHONY: soak
+soak:
+	$(CARGO) build --release -p gateway-core --bin gatehouse --bin gatehouse-device
+	python3 scripts/soak.py $(ARGS)
 
 # The web UI's performance budget in headless Chromium: a 100,000-point uPlot draw, the overview
 # with 100 simulated tags updating every second, first render (docs/benchmarks.md).

@@ -103,7 +103,8 @@ pub fn parse_http_post(body: &[u8]) -> Result<HttpBatch, IngestError> {
     let gw_timestamp_s = match data.get("timestamp") {
         None | Some(Value::Null) => None,
         Some(value) => Some(
-            integer(value).ok_or_else(|| IngestError::Invalid(format!("\"timestamp\" {value} is not Unix seconds")))?,
+            integer(value)
+                .ok_or_else(|| IngestError::Invalid(format!("\"timestamp\" {} is not Unix seconds", echoed(value))))?,
         ),
     };
     let tags = data
@@ -436,8 +437,18 @@ fn gateway_fixed_point(value: f64, decimals: u32) -> Option<String> {
 
 fn parse_gateway_mac(value: &Value) -> Result<Mac, IngestError> {
     value.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
-        IngestError::Invalid(format!("\"gw_mac\" {value} is not a MAC address such as C8:25:2D:8E:9C:2C"))
+        IngestError::Invalid(format!("\"gw_mac\" {} is not a MAC address such as C8:25:2D:8E:9C:2C", echoed(value)))
     })
+}
+
+/// A value from the sender, as its refusal quotes it: cut short, like echoed keys, so that a
+/// hostile body cannot make our logs and error replies as large as itself.
+fn echoed(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(MAX_ECHOED_KEY_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 fn parse_hex(hex: &str) -> Result<Vec<u8>, String> {
@@ -471,7 +482,7 @@ fn optional<T: TryFrom<i64>>(
         Some(value) => parse(value)
             .and_then(|n| T::try_from(n).ok())
             .map(Some)
-            .ok_or_else(|| format!("\"{name}\" {value} is not an integer in the expected range")),
+            .ok_or_else(|| format!("\"{name}\" {} is not an integer in the expected range", echoed(value))),
     }
 }
 
@@ -717,6 +728,35 @@ mod tests {
             assert_eq!(key, expected_key);
             assert!(why.contains(expected_why), "{key}: '{why}' should mention '{expected_why}'");
         }
+    }
+
+    #[test]
+    fn refusals_quote_the_sender_s_values_cut_short() {
+        // Found by fuzzing (fuzz/regressions/ruuvi_gateway_http): a 1 kB "timestamp" string came
+        // back whole in the 400 answer and the log.
+        let long = format!("17956074,{}", "4444452111111114".repeat(60));
+        let bodies = [
+            format!(r#"{{"data":{{"gw_mac":"C8:25:2D:8E:9C:2C","timestamp":"{long}","tags":{{}}}}}}"#),
+            format!(r#"{{"data":{{"gw_mac":"{long}","tags":{{}}}}}}"#),
+            format!(
+                r#"{{"data":{{"gw_mac":"C8:25:2D:8E:9C:2C","tags":{{"C6:A5:B9:E0:AD:06":{{"rssi":"{long}","data":"00"}}}}}}}}"#
+            ),
+        ];
+        for body in &bodies {
+            let message = match parse_http_post(body.as_bytes()) {
+                Err(error) => error.to_string(),
+                Ok(batch) => batch.rejected[0].1.clone(),
+            };
+            assert!(message.chars().count() < 200, "{message}");
+            assert!(message.contains("17956074,44444521"), "the start of the value is quoted: {message}");
+        }
+        let error = parse_mqtt(
+            "ruuvi/AA:CC:EE:00:11:22/E3:75:CF:37:4E:23",
+            format!(r#"{{"data":"AA","ts":"{long}"}}"#).as_bytes(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.chars().count() < 200, "{error}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::reading::now_ms;
 use crate::ruuvi::Mac;
 
-pub use scanner::{run, Fatal};
+pub use scanner::{manufacturer_advertisement, run, Fatal};
 
 /// The Bluetooth SIG company identifier of Ruuvi Innovations.
 pub const RUUVI_COMPANY_ID: u16 = 0x0499;

@@ -34,6 +34,21 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Peripheral ids → addresses are cached; forgotten above this size (BlueZ churns ids of phones).
 const ADDRESS_CACHE_MAX: usize = 4096;
 
+/// Rebuilds the advertisement a RuuviTag sends (flags, then the manufacturer-specific AD structure)
+/// from the Ruuvi manufacturer data BlueZ hands over, which has the parsed fields only, so that
+/// consumers of the Ruuvi-compatible output that expect the gateway's byte layout work unchanged.
+/// The length byte counts type and company id too; a payload too long for one legacy AD structure
+/// is left for the decoder to refuse.
+pub fn manufacturer_advertisement(payload: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(payload.len() + 7);
+    data.extend_from_slice(&[0x02, 0x01, 0x06]);
+    data.push(u8::try_from(payload.len() + 3).unwrap_or(u8::MAX));
+    data.push(0xFF);
+    data.extend_from_slice(&RUUVI_COMPANY_ID.to_le_bytes());
+    data.extend_from_slice(payload);
+    data
+}
+
 /// Set when the scanner gives up for good: the reason, and the token that stops the gateway.
 #[derive(Clone)]
 pub struct Fatal {
@@ -460,19 +475,9 @@ impl Session {
     fn forward(&mut self, mac: Mac, payload: &[u8], rssi: Option<i16>, watchdog: &mut Watchdog) {
         let now = now_ms();
         watchdog.ruuvi_heard(now);
-        let mut data = Vec::with_capacity(payload.len() + 7);
-        // BlueZ hands over the parsed fields only. Rebuild the advertisement as a RuuviTag sends
-        // it (flags, then manufacturer data) so that consumers of the Ruuvi-compatible output that
-        // expect the gateway's byte layout work unchanged. The length byte counts type and company
-        // id too; a payload too long for one legacy AD structure is left for the decoder to refuse.
-        data.extend_from_slice(&[0x02, 0x01, 0x06]);
-        data.push(u8::try_from(payload.len() + 3).unwrap_or(u8::MAX));
-        data.push(0xFF);
-        data.extend_from_slice(&RUUVI_COMPANY_ID.to_le_bytes());
-        data.extend_from_slice(payload);
         let advertisement = Advertisement {
             address: Some(mac),
-            data,
+            data: manufacturer_advertisement(payload),
             rssi,
             received_at: now,
             measured_at: None,

@@ -125,6 +125,10 @@ fn entity(key: &str, component: &str, object: &str, config: &Map<String, Value>,
         return None;
     }
     let state_topic = with_base(config.get("state_topic")?.as_str()?, base);
+    // The importer subscribes to it: a filter (`+`, `#`) would subscribe it to other topics.
+    if !crate::auth::acl::valid_topic_name(&state_topic) {
+        return None;
+    }
     let text = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_string);
     let name = text("name");
     let field_source =
@@ -325,6 +329,24 @@ mod tests {
         assert!(matches!(parse("homeassistant/device/gw/config", ours).unwrap(), Discovery::Ignore(_)));
         assert!(parse("homeassistant/sensor/x/state", b"{}").is_err());
         assert!(parse("homeassistant/sensor/x/config", b"{\"name\":\"no device\",\"stat_t\":\"a\"}").is_err());
+    }
+
+    #[test]
+    fn a_state_topic_must_be_a_topic_name() {
+        // Found by fuzzing (fuzz/regressions/ha_discovery): `stat_t` with a wildcard made the
+        // importer subscribe to a filter (`#`: every message on the broker).
+        for state_topic in ["esp#ome/hall/door/state", "#", "+/temperature", "", "~/a\\u0000b"] {
+            let payload = format!(
+                r#"{{"name":"Door","stat_t":"{state_topic}","~":"x","dev":{{"ids":["hall"]}},"dev_cla":"door"}}"#
+            );
+            assert_eq!(
+                parse("homeassistant/binary_sensor/hall/door/config", payload.as_bytes()),
+                Ok(Discovery::Ignore("no entity with a state topic")),
+                "{state_topic:?}"
+            );
+        }
+        let base = br#"{"name":"Door","stat_t":"~/door","~":"esphome/+","dev":{"ids":["hall"]}}"#;
+        assert!(matches!(parse("homeassistant/sensor/hall/door/config", base), Ok(Discovery::Ignore(_))));
     }
 
     #[test]
