@@ -302,35 +302,18 @@ async fn an_upstream_broker_that_keeps_going_away_gets_every_message_in_order() 
     let device = Client::connect(options_as("flapper", daemon.runtime.mqtt, &meter)).await;
     // Ten outages of the upstream while the device keeps sending.
     let mut sent = 0u32;
-    for _ in 0..10 {
+    let send_twenty = async |sent: &mut u32| {
         for _ in 0..20 {
-            sent += 1;
-            device
-                .client
-                .publish(
-                    "devices/home/flapper/telemetry",
-                    QoS::AtLeastOnce,
-                    false,
-                    json!({"temperature": sent}).to_string(),
-                )
-                .await
-                .unwrap();
+            *sent += 1;
+            let body = json!({"temperature": *sent}).to_string();
+            device.client.publish("devices/home/flapper/telemetry", QoS::AtLeastOnce, false, body).await.unwrap();
         }
+    };
+    for _ in 0..10 {
+        send_twenty(&mut sent).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         broker.stop();
-        for _ in 0..20 {
-            sent += 1;
-            device
-                .client
-                .publish(
-                    "devices/home/flapper/telemetry",
-                    QoS::AtLeastOnce,
-                    false,
-                    json!({"temperature": sent}).to_string(),
-                )
-                .await
-                .unwrap();
-        }
+        send_twenty(&mut sent).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         broker.start_again();
     }

@@ -295,6 +295,16 @@ async fn answer_webhook<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
     let _ = socket.shutdown().await;
 }
 
+/// A rule that raises an alert on every simulated tag at once (temperature above -100 °C).
+async fn raise_an_alert_every_second(daemon: &Daemon) {
+    let rule = serde_json::json!({
+        "name": "Always", "devices": "ruuvi-*", "field": "temperature",
+        "condition": "above", "threshold": -100, "clearAt": -101, "for": "1s", "severity": "warning"
+    });
+    let (status, created) = daemon.post_json("/api/alert-rules", rule).await;
+    assert_eq!(status, 201, "{created}");
+}
+
 /// A private CA and a `localhost` server certificate it signed: (CA PEM, acceptor).
 fn private_tls() -> (String, tokio_rustls::TlsAcceptor) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -326,12 +336,7 @@ async fn alert_webhooks_are_signed_and_retried_until_accepted() {
         "[simulator]\nsilence_every = \"3650d\"\ndrop_probability = 0.0\n\n[[alerts.webhooks]]\nurl = \"http://{address}/hook\"\nsecret = \"s3cret\"\nevents = [\"raised\"]\n"
     );
     let daemon = Daemon::start_with_config(&config, &["--simulate", "1", "--seed", "3"]);
-    let rule = serde_json::json!({
-        "name": "Always", "devices": "ruuvi-*", "field": "temperature",
-        "condition": "above", "threshold": -100, "clearAt": -101, "for": "1s", "severity": "warning"
-    });
-    let (status, created) = daemon.post_json("/api/alert-rules", rule).await;
-    assert_eq!(status, 201, "{created}");
+    raise_an_alert_every_second(&daemon).await;
 
     // Two refusals, then the third attempt is accepted (1 s and 2 s apart).
     let delivered = eventually(Duration::from_secs(20), async || {
@@ -430,12 +435,7 @@ async fn alert_webhooks_reach_https_endpoints_and_refuse_untrusted_certificates(
         untrusted.port()
     );
     let daemon = Daemon::start_with_config(&config, &["--simulate", "1", "--seed", "3"]);
-    let rule = serde_json::json!({
-        "name": "Always", "devices": "ruuvi-*", "field": "temperature",
-        "condition": "above", "threshold": -100, "clearAt": -101, "for": "1s", "severity": "warning"
-    });
-    let (status, created) = daemon.post_json("/api/alert-rules", rule).await;
-    assert_eq!(status, 201, "{created}");
+    raise_an_alert_every_second(&daemon).await;
 
     let delivered = eventually(Duration::from_secs(20), async || {
         let all = trusted_requests.lock().unwrap().clone();
