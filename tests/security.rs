@@ -1262,6 +1262,34 @@ async fn mqtt_websockets_give_foreign_pages_nothing_without_credentials() {
     assert!(counter(&h, "/mqtt/authFailures") >= 1);
 }
 
+/// A blocking TLS handshake with rustls restricted to `version`, trusting the gateway's CA (PEM)
+/// for `localhost`: the version negotiated, or why the handshake failed.
+fn rustls_handshake(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Result<rustls::ProtocolVersion, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[version])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(|e| e.to_string())?;
+    let mut socket = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    socket.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    while connection.is_handshaking() {
+        connection.complete_io(&mut socket).map_err(|e| e.to_string())?;
+    }
+    connection.protocol_version().ok_or_else(|| "no version negotiated".to_string())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listeners_speak_tls_1_2_and_1_3_only() {
     let daemon = Daemon::start(&[]);
