@@ -5,7 +5,7 @@
 //! under `target/tmp/ui-screenshots/` for a person to look at.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use gatehouse_tests::browser::{ui_dir, Browser};
