@@ -69,11 +69,11 @@ def proc_status(pid):
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "Threads"):
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
                     out[key] = int(value.split()[0])
     except OSError:
         pass
-    return out  # VmRSS/VmHWM in KiB
+    return out  # sizes in KiB
 
 
 def proc_pss_kib(pid):
@@ -287,6 +287,8 @@ class Soak:
             "min": elapsed / 60,
             "rss": status.get("VmRSS", 0) / 1024,
             "hwm": status.get("VmHWM", 0) / 1024,
+            "anon": status["RssAnon"] / 1024 if "RssAnon" in status else None,
+            "file": status["RssFile"] / 1024 if "RssFile" in status else None,
             "pss": None if pss is None else pss / 1024,
             "cpu": cpu,
             "threads": status.get("Threads"),
@@ -318,14 +320,14 @@ class Soak:
         parts.append(f"{max(t.get('created', 0) - done, 0)} open")
         return ", ".join(parts)
 
-    COLUMNS = ["min", "RSS MiB", "PSS MiB", "CPU %", "threads", "queue now/max", "rows written", "bus lagged",
+    COLUMNS = ["min", "RSS MiB", "anon MiB", "file MiB", "PSS MiB", "CPU %", "threads", "queue now/max", "rows written", "bus lagged",
                "MQTT clients", "tasks", "DB+WAL MiB"]
 
     def cells(self, row):
         fmt = lambda v, spec: "?" if v is None else format(v, spec)
         queue = f"{fmt(row['queue'], 'd')}/{row['queue_max']}"
         return [minute(row["min"]),
-                f"{row['rss']:.1f}", fmt(row["pss"], ".1f"), fmt(row["cpu"], ".1f"), fmt(row["threads"], "d"),
+                f"{row['rss']:.1f}", fmt(row["anon"], ".1f"), fmt(row["file"], ".1f"), fmt(row["pss"], ".1f"), fmt(row["cpu"], ".1f"), fmt(row["threads"], "d"),
                 queue, fmt(row["rows"], ",d"), fmt(row["lagged"], "d"), fmt(row["clients"], "d"),
                 self.tasks_cell(row["tasks"]), f"{row['db']:.1f}"]
 
@@ -485,17 +487,28 @@ class Soak:
         if base is None or base is rows[-1]:
             base = rows[1] if len(rows) > 2 else rows[0]
         end = rows[-1]
-        growth = end["rss"] - base["rss"]
-        pct = growth / base["rss"] * 100 if base["rss"] else 0
         window = [r for r in rows if r["min"] >= base["min"]]
-        slope = least_squares_slope([r["min"] for r in window], [r["rss"] for r in window]) * 60
+        half = [r for r in window if r["min"] >= (base["min"] + end["min"]) / 2]
+
+        def change(key):
+            growth = end[key] - base[key]
+            pct = growth / base[key] * 100 if base[key] else 0
+            slope = least_squares_slope([r["min"] for r in window], [r[key] for r in window]) * 60
+            late = least_squares_slope([r["min"] for r in half], [r[key] for r in half]) * 60
+            text = (f"{base[key]:.1f} MiB at minute {minute(base['min'])} → {end[key]:.1f} MiB at minute "
+                    f"{minute(end['min'])}: {growth:+.1f} MiB ({pct:+.1f} %), trend {slope:+.1f} MiB/h"
+                    + (f" ({late:+.1f} MiB/h over the second half)" if len(half) >= 3 else ""))
+            return growth, text
+
+        growth, text = change("rss")
         flat = growth <= max(2.0, base["rss"] * 0.05)
-        pss = ""
-        if base["pss"] is not None and end["pss"] is not None:
-            pss = f"; PSS {base['pss']:.1f} → {end['pss']:.1f} MiB"
-        print(f"- memory: RSS {base['rss']:.1f} MiB at minute {minute(base['min'])} → {end['rss']:.1f} MiB at minute "
-              f"{minute(end['min'])}: {growth:+.1f} MiB ({pct:+.1f} %), trend {slope:+.1f} MiB/h{pss}; "
+        print(f"- memory: RSS {text}; "
               + ("**flat** (growth within max(2 MiB, 5 %))" if flat else "**NOT flat** (grew more than max(2 MiB, 5 %))"))
+        if base["anon"] is not None and end["anon"] is not None:
+            print(f"  - anonymous (heap, stacks): {change('anon')[1]}")
+            print(f"  - file-backed (mostly the binary's code paged in): {change('file')[1]}")
+        if base["pss"] is not None and end["pss"] is not None:
+            print(f"  - PSS: {change('pss')[1]}")
 
     # clean-up
 
