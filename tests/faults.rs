@@ -61,6 +61,21 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Whether a PUBACK arrives on `eventloop` within `within` (false on a closed connection).
+async fn puback_within(eventloop: &mut rumqttc::EventLoop, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
 async fn health(daemon: &Daemon) -> Value {
     daemon.get_json("/api/health").await
 }
@@ -120,17 +135,7 @@ async fn a_full_disk_pauses_saving_but_not_the_broker_and_saving_resumes_with_no
         .publish("devices/home/meter/telemetry", QoS::AtLeastOnce, false, json!({"temperature": 2}).to_string())
         .await
         .unwrap();
-    let early_ack = tokio::time::timeout(Duration::from_secs(3), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let early_ack = puback_within(&mut eventloop, Duration::from_secs(3)).await;
     assert!(!early_ack, "no PUBACK while the message cannot be stored");
     let routed = watcher.next_on("devices/home/meter/telemetry", Duration::from_secs(5)).await;
     assert!(routed.is_some(), "device telemetry is still routed while the disk is full");
@@ -146,17 +151,7 @@ async fn a_full_disk_pauses_saving_but_not_the_broker_and_saving_resumes_with_no
     // Space comes back: saving resumes by itself, the held PUBACK is sent, nothing waiting is lost.
     std::fs::remove_file(&filler).unwrap();
     let free_from = now_ms();
-    let acked = tokio::time::timeout(WAIT, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let acked = puback_within(&mut eventloop, WAIT).await;
     assert!(acked, "the PUBACK comes once the message is stored");
     let mut recovered = Value::Null;
     eventually(WAIT, async || {

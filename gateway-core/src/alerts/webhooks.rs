@@ -19,7 +19,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::mpsc;
@@ -89,20 +88,7 @@ type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes
 
 /// A client for one hook: http:// and https://, trusting the system's roots or `ca_file`.
 fn http_client(hook: &WebhookConfig) -> Result<HttpClient, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &hook.ca_file {
-        Some(path) => {
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
+    let roots = crate::upstream::tls::trusted_roots(hook.ca_file.as_deref())?;
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

@@ -15,7 +15,7 @@ mod link;
 pub mod outbox;
 pub mod probe;
 pub mod route;
-mod tls;
+pub(crate) mod tls;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

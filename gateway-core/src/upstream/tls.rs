@@ -12,22 +12,9 @@ use crate::config::UpstreamConfig;
 
 pub fn client_config(config: &UpstreamConfig) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.ca_file {
-        Some(path) => {
-            for cert in read_certs(path)? {
-                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(native.certs);
-            if added == 0 {
-                return Err(
-                    "no trusted root certificates on this system (install ca-certificates, or set ca_file)".into()
-                );
-            }
-        }
+    let roots = trusted_roots(config.ca_file.as_deref())?;
+    if roots.is_empty() {
+        return Err("no trusted root certificates on this system (install ca-certificates, or set ca_file)".into());
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -42,6 +29,23 @@ pub fn client_config(config: &UpstreamConfig) -> Result<Arc<rustls::ClientConfig
         _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The certificates an HTTPS or MQTTS client trusts: those in `ca_file`, else the system's roots
+/// (possibly none: the caller decides whether that is an error). Shared with alert webhooks.
+pub(crate) fn trusted_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_certs(path)? {
+                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    Ok(roots)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
