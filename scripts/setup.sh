@@ -14,6 +14,8 @@ command -v npm >/dev/null 2>&1 || run_packages+=(nodejs npm)
 test_packages=("${run_packages[@]}" mosquitto mosquitto-clients python3-paho-mqtt python3-dbusmock dbus-daemon chromium)
 # openssl: the TLS tests try TLS 1.0/1.1 handshakes with its s_client (tests/security.rs).
 test_packages+=(openssl)
+# libfaketime: steps the daemon's wall clock while it runs (tests/clock.rs).
+test_packages+=(libfaketime)
 # The desktop app (Tauri 2): WebKitGTK and tray libraries to build it, Xvfb + WebKitWebDriver +
 # ImageMagick + xwininfo to test its window, rpm to bundle the .rpm, systemd-analyze to verify
 # the daemon package's unit.

@@ -281,7 +281,8 @@ class Soak:
         if ticks is not None and last is not None and now > last[1]:
             cpu = (ticks - last[0]) / CLK_TCK / (now - last[1]) * 100
         health = self.health() or {}
-        store, mqtt, bus, tasks = (health.get(k) or {} for k in ("store", "mqtt", "bus", "tasks"))
+        store, mqtt, bus, tasks, memory = (health.get(k) or {} for k in ("store", "mqtt", "bus", "tasks", "memory"))
+        heap, sqlite = memory.get("heapInUseBytes"), memory.get("sqliteBytes")
         device_rss = sum(proc_status(d.proc.pid).get("VmRSS", 0) for d in self.devices if d.proc.poll() is None)
         row = {
             "min": elapsed / 60,
@@ -290,6 +291,9 @@ class Soak:
             "anon": status["RssAnon"] / 1024 if "RssAnon" in status else None,
             "file": status["RssFile"] / 1024 if "RssFile" in status else None,
             "pss": None if pss is None else pss / 1024,
+            "heap": None if heap is None else heap / MIB,
+            "sqlite": None if sqlite is None else sqlite / MIB,
+            "other": None if heap is None or sqlite is None else (heap - sqlite) / MIB,
             "cpu": cpu,
             "threads": status.get("Threads"),
             "queue": store.get("queueDepth"),
@@ -320,14 +324,15 @@ class Soak:
         parts.append(f"{max(t.get('created', 0) - done, 0)} open")
         return ", ".join(parts)
 
-    COLUMNS = ["min", "RSS MiB", "anon MiB", "file MiB", "PSS MiB", "CPU %", "threads", "queue now/max", "rows written", "bus lagged",
+    COLUMNS = ["min", "RSS MiB", "anon MiB", "file MiB", "PSS MiB", "heap MiB", "SQLite MiB", "CPU %", "threads", "queue now/max", "rows written", "bus lagged",
                "MQTT clients", "tasks", "DB+WAL MiB"]
 
     def cells(self, row):
         fmt = lambda v, spec: "?" if v is None else format(v, spec)
         queue = f"{fmt(row['queue'], 'd')}/{row['queue_max']}"
         return [minute(row["min"]),
-                f"{row['rss']:.1f}", fmt(row["anon"], ".1f"), fmt(row["file"], ".1f"), fmt(row["pss"], ".1f"), fmt(row["cpu"], ".1f"), fmt(row["threads"], "d"),
+                f"{row['rss']:.1f}", fmt(row["anon"], ".1f"), fmt(row["file"], ".1f"), fmt(row["pss"], ".1f"),
+                fmt(row.get("heap"), ".1f"), fmt(row.get("sqlite"), ".1f"), fmt(row["cpu"], ".1f"), fmt(row["threads"], "d"),
                 queue, fmt(row["rows"], ",d"), fmt(row["lagged"], "d"), fmt(row["clients"], "d"),
                 self.tasks_cell(row["tasks"]), f"{row['db']:.1f}"]
 
@@ -493,8 +498,10 @@ class Soak:
         def change(key):
             growth = end[key] - base[key]
             pct = growth / base[key] * 100 if base[key] else 0
-            slope = least_squares_slope([r["min"] for r in window], [r[key] for r in window]) * 60
-            late = least_squares_slope([r["min"] for r in half], [r[key] for r in half]) * 60
+            known = [r for r in window if r.get(key) is not None]
+            later = [r for r in half if r.get(key) is not None]
+            slope = least_squares_slope([r["min"] for r in known], [r[key] for r in known]) * 60
+            late = least_squares_slope([r["min"] for r in later], [r[key] for r in later]) * 60
             text = (f"{base[key]:.1f} MiB at minute {minute(base['min'])} → {end[key]:.1f} MiB at minute "
                     f"{minute(end['min'])}: {growth:+.1f} MiB ({pct:+.1f} %), trend {slope:+.1f} MiB/h"
                     + (f" ({late:+.1f} MiB/h over the second half)" if len(half) >= 3 else ""))
@@ -509,6 +516,12 @@ class Soak:
             print(f"  - file-backed (mostly the binary's code paged in): {change('file')[1]}")
         if base["pss"] is not None and end["pss"] is not None:
             print(f"  - PSS: {change('pss')[1]}")
+        if all(r.get(k) is not None for r in (base, end) for k in ("heap", "sqlite", "other")):
+            print(f"  - heap in use (allocator's count): {change('heap')[1]}")
+            print(f"  - of which SQLite (page caches ≤ 2 MiB per connection, statements): {change('sqlite')[1]}")
+            other, text = change("other")
+            print(f"  - heap in use apart from SQLite: {text}; "
+                  + ("flat" if other <= max(1.0, base["other"] * 0.05) else "GROWING (more than max(1 MiB, 5 %))"))
 
     # clean-up
 

@@ -349,8 +349,11 @@ impl Gateway {
             ));
         }
 
+        let clock_stats = Arc::new(crate::clock::ClockStats::default());
+        tasks.spawn(crate::clock::watch(clock_stats.clone(), shutdown.clone()));
         let health = Health {
             started: Instant::now(),
+            clock: clock_stats,
             site: config.site.clone(),
             mqtt_addr: mqtt.addrs.tcp,
             database: database.display().to_string(),

@@ -18,6 +18,7 @@ use crate::store::{StoreSnapshot, StoreStats};
 #[derive(Clone)]
 pub struct Health {
     pub started: Instant,
+    pub clock: Arc<crate::clock::ClockStats>,
     pub site: String,
     pub mqtt_addr: SocketAddr,
     pub database: String,
@@ -66,11 +67,15 @@ pub struct HealthReport {
     pub version: &'static str,
     pub site: String,
     pub uptime_seconds: u64,
+    /// The gateway's clock now and the steps of the system clock seen since the start.
+    pub clock: crate::clock::ClockReport,
     pub mqtt: MqttReport,
     pub devices_online: usize,
     pub pipeline: PipelineSnapshot,
     pub store: StoreReport,
     pub bus: BusSnapshot,
+    /// Heap in use, kept by the allocator, and held by SQLite.
+    pub memory: crate::memory::MemoryReport,
     /// The local scanner: state, adapter, rate, recoveries, errors.
     pub bluetooth: BleReport,
     pub simulator: Option<SimulatorInfo>,
@@ -119,11 +124,13 @@ impl Health {
             version: env!("CARGO_PKG_VERSION"),
             site: self.site.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
+            clock: self.clock.report(),
             mqtt: MqttReport { listen: self.mqtt_addr.to_string(), broker: self.broker.snapshot() },
             devices_online: self.registry.online_count(),
             pipeline: self.pipeline.snapshot(),
             store: StoreReport { database: self.database.clone(), writer: store },
             bus: self.bus.snapshot(),
+            memory: crate::memory::report(),
             bluetooth: self.bluetooth.report(),
             simulator: self.simulator.clone(),
             lifecycle: {

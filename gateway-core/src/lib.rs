@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod ble;
 pub mod broker;
+pub mod clock;
 pub mod bus;
 pub mod config;
 pub mod dedup;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Availability, Bus, DeviceInfo, Event, Subscription};
+use crate::clock::StepDetector;
 use crate::reading::{now_ms, ruuvi_kind};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -77,6 +78,15 @@ impl Registry {
         state.last_seen = state.last_seen.max(at);
     }
 
+    /// Moves every last sighting by a step of the system clock, so "silent for" keeps counting
+    /// real time ([`crate::clock`]).
+    fn clock_stepped(&self, step_ms: i64) {
+        let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        for state in devices.values_mut() {
+            state.last_seen += step_ms;
+        }
+    }
+
     /// Marks devices silent since before `cutoff` offline and returns their ids.
     fn expire(&self, cutoff: i64) -> Vec<String> {
         let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
@@ -89,6 +99,11 @@ impl Registry {
             })
             .collect()
     }
+}
+
+enum Woke {
+    Event(Event),
+    Tick,
 }
 
 /// `events` must be subscribed before any reading is published (see `Gateway::start`).
@@ -109,44 +124,60 @@ pub async fn run(
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(offline_after));
     let offline_after_ms = offline_after.as_millis() as i64;
+    let mut clock = StepDetector::default();
     loop {
-        tokio::select! {
+        let woke = tokio::select! {
             event = events.recv() => match event {
-                Some(Event::Reading(reading)) => {
-                    let (new, came_online) = registry.seen(&reading.device_id, reading.ts);
-                    if new {
-                        bus.publish(Event::DeviceDiscovered(Arc::new(DeviceInfo {
-                            device_id: reading.device_id.clone(),
-                            kind: ruuvi_kind(reading.measurement.data_format).to_string(),
-                            mac: Some(reading.mac.clone()),
-                            first_seen: reading.ts,
-                        }))).await;
-                        tracing::info!(device = %reading.device_id, mac = %reading.mac, "new device discovered");
-                    }
-                    if came_online {
-                        bus.publish(Event::Availability(Availability { device_id: reading.device_id.clone(), online: true, at: reading.ts })).await;
-                    }
-                }
-                // LAN devices: online exactly while their MQTT session lasts (the broker publishes
-                // their status itself).
-                Some(Event::ClientConnected(client)) if client.role.as_deref() == Some("device") => {
-                    registry.set_online(&client.client_id, true, now_ms());
-                }
-                Some(Event::ClientDisconnected { client, at, .. }) if client.role.as_deref() == Some("device") => {
-                    registry.set_online(&client.client_id, false, at);
-                }
-                Some(Event::Telemetry(telemetry)) => registry.set_online(&telemetry.device_id, true, telemetry.ts),
-                Some(_) => {}
+                Some(event) => Woke::Event(event),
                 None => return,
             },
-            _ = tick.tick() => {
+            _ = tick.tick() => Woke::Tick,
+            _ = shutdown.cancelled() => return,
+        };
+        if let Some(step) = clock.check() {
+            registry.clock_stepped(step);
+        }
+        match woke {
+            Woke::Event(Event::Reading(reading)) => {
+                // Silence is timed from the arrival here, on this gateway's clock: `reading.ts`
+                // may be a remote receiver's measurement time, from a clock that differs.
+                let (new, came_online) = registry.seen(&reading.device_id, now_ms());
+                if new {
+                    bus.publish(Event::DeviceDiscovered(Arc::new(DeviceInfo {
+                        device_id: reading.device_id.clone(),
+                        kind: ruuvi_kind(reading.measurement.data_format).to_string(),
+                        mac: Some(reading.mac.clone()),
+                        first_seen: reading.ts,
+                    })))
+                    .await;
+                    tracing::info!(device = %reading.device_id, mac = %reading.mac, "new device discovered");
+                }
+                if came_online {
+                    bus.publish(Event::Availability(Availability {
+                        device_id: reading.device_id.clone(),
+                        online: true,
+                        at: reading.ts,
+                    }))
+                    .await;
+                }
+            }
+            // LAN devices: online exactly while their MQTT session lasts (the broker publishes
+            // their status itself).
+            Woke::Event(Event::ClientConnected(client)) if client.role.as_deref() == Some("device") => {
+                registry.set_online(&client.client_id, true, now_ms());
+            }
+            Woke::Event(Event::ClientDisconnected { client, at, .. }) if client.role.as_deref() == Some("device") => {
+                registry.set_online(&client.client_id, false, at);
+            }
+            Woke::Event(Event::Telemetry(telemetry)) => registry.set_online(&telemetry.device_id, true, telemetry.ts),
+            Woke::Event(_) => {}
+            Woke::Tick => {
                 let now = now_ms();
                 for device_id in registry.expire(now - offline_after_ms) {
                     tracing::info!(device = %device_id, ?offline_after, "device went silent; marking it offline");
                     bus.publish(Event::Availability(Availability { device_id, online: false, at: now })).await;
                 }
             }
-            _ = shutdown.cancelled() => return,
         }
     }
 }

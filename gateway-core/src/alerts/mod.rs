@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{AlertRecord, Bus, Event, Subscription};
+use crate::clock::StepDetector;
 use crate::reading::now_ms;
 use crate::store::{Store, StoreError};
 use rules::{Decision, Tracker};
@@ -174,6 +175,7 @@ struct Engine {
     rules: Vec<Rule>,
     trackers: HashMap<(i64, String), Tracker>,
     active: HashMap<(i64, String), i64>,
+    clock: StepDetector,
 }
 
 pub async fn run(
@@ -182,7 +184,13 @@ pub async fn run(
     mut events: Subscription,
     shutdown: CancellationToken,
 ) {
-    let mut engine = Engine { alerts, rules: Vec::new(), trackers: HashMap::new(), active: HashMap::new() };
+    let mut engine = Engine {
+        alerts,
+        rules: Vec::new(),
+        trackers: HashMap::new(),
+        active: HashMap::new(),
+        clock: StepDetector::default(),
+    };
     if let Err(error) = engine.load().await {
         tracing::error!(%error, "cannot load alert rules; gateway alert rules are off");
         return;
@@ -260,7 +268,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Moves the trackers' times by a step of the system clock, so "for" and silent rules keep
+    /// counting real time ([`crate::clock`]).
+    fn follow_clock(&mut self) {
+        if let Some(step) = self.clock.check() {
+            for tracker in self.trackers.values_mut() {
+                tracker.pending_since = tracker.pending_since.map(|at| at + step);
+                tracker.last_seen = tracker.last_seen.map(|at| at + step);
+            }
+        }
+    }
+
     async fn reading(&mut self, device: &str, mut value_of: impl FnMut(&str) -> Option<f64>) {
+        self.follow_clock();
         let now = now_ms();
         let mut decisions = Vec::new();
         for rule in self.rules.iter().filter(|r| r.watches(device)) {
@@ -276,6 +296,7 @@ impl Engine {
     }
 
     async fn tick(&mut self) {
+        self.follow_clock();
         let now = now_ms();
         let mut decisions = Vec::new();
         for rule in &self.rules {

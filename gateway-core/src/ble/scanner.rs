@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::watchdog::{Action, Policy, Watchdog};
 use super::{BleStatus, ScannerState, RUUVI_COMPANY_ID};
+use crate::clock::StepDetector;
 use crate::config::BleConfig;
 use crate::pipeline::Advertisement;
 use crate::reading::now_ms;
@@ -138,6 +139,7 @@ pub async fn run(
             powered: true,
             paused: false,
             known_at_start: Default::default(),
+            clock: StepDetector::default(),
         };
         match session.run(&mut watchdog, &mut paused, &shutdown).await {
             Ended::Shutdown => return,
@@ -251,6 +253,8 @@ struct Session {
     /// with a DeviceDiscovered whose properties are BlueZ's cached (possibly old) data: that
     /// must not pass for a new advertisement. Their next real one arrives as usual.
     known_at_start: std::collections::HashSet<PeripheralId>,
+    /// Keeps the watchdog's quiet period in real time across steps of the system clock.
+    clock: StepDetector,
 }
 
 impl Session {
@@ -323,6 +327,9 @@ impl Session {
                             scan_retry = (scan_retry * 2).min(RETRY_MAX);
                             next_scan_attempt = Some(tokio::time::Instant::now() + scan_retry);
                         }
+                    }
+                    if let Some(step) = self.clock.check() {
+                        watchdog.clock_stepped(step);
                     }
                     if !self.powered || self.paused {
                         watchdog.rest(now_ms());
@@ -473,6 +480,11 @@ impl Session {
 
     /// Rebuilds the manufacturer-specific AD structure BlueZ unpacked, and queues it.
     fn forward(&mut self, mac: Mac, payload: &[u8], rssi: Option<i16>, watchdog: &mut Watchdog) {
+        // Before the advert restarts the quiet period in the new time: a step seen later would
+        // move that start too.
+        if let Some(step) = self.clock.check() {
+            watchdog.clock_stepped(step);
+        }
         let now = now_ms();
         watchdog.ruuvi_heard(now);
         let advertisement = Advertisement {

@@ -71,6 +71,11 @@ impl Watchdog {
         }
     }
 
+    /// The system clock was stepped: the quiet period keeps the time it had run.
+    pub fn clock_stepped(&mut self, step_ms: i64) {
+        self.quiet_since = self.quiet_since.map(|since| since + step_ms);
+    }
+
     /// Called periodically; returns the step to take, which then counts as taken.
     pub fn check(&mut self, now_ms: i64) -> Action {
         let Some(since) = self.quiet_since else { return Action::Nothing };
@@ -114,6 +119,23 @@ mod tests {
     #[test]
     fn quiet_before_any_tag_was_heard() {
         run(&[(0, false, Nothing), (600_000, false, Nothing), (6_000_000, false, Nothing)]);
+    }
+
+    #[test]
+    fn a_clock_step_keeps_the_quiet_period_in_real_time() {
+        let hour = 3_600_000;
+        // Stepped forward an hour 10 s after the last advert: not a minute of silence yet.
+        let mut dog = Watchdog::new(POLICY);
+        dog.ruuvi_heard(0);
+        dog.clock_stepped(hour);
+        assert_eq!(dog.check(hour + 10_000), Nothing);
+        assert_eq!(dog.check(hour + 60_000), RestartScan);
+        // Stepped back an hour: the minute still ends a minute after the advert.
+        let mut dog = Watchdog::new(POLICY);
+        dog.ruuvi_heard(hour);
+        dog.clock_stepped(-hour);
+        assert_eq!(dog.check(59_000), Nothing);
+        assert_eq!(dog.check(60_000), RestartScan);
     }
 
     #[test]

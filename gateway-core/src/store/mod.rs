@@ -65,6 +65,9 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")
         .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
         .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
+        // SQLite's default, stated because it bounds memory: each connection's page cache stops
+        // growing at about 2 MiB however large the database becomes (docs/benchmarks.md, soak).
+        .and_then(|_| conn.pragma_update(None, "cache_size", -2000))
         .map_err(|source| StoreError::Open { path: path.into(), source })?;
     schema::migrate(&mut conn).map_err(|source| StoreError::Migrate { path: path.into(), source })?;
     Ok(conn)

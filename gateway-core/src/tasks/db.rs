@@ -59,6 +59,13 @@ pub enum Write {
         detail: Option<serde_json::Value>,
         owner: Option<String>,
     },
+    /// The system clock was stepped by `step_ms`: the task's pending times moved with it
+    /// (`task` holds the moved values), recorded as a `clock_step` event.
+    Retime {
+        task: Task,
+        ts: i64,
+        step_ms: i64,
+    },
 }
 
 /// Stores `writes` in one transaction: all or nothing.
@@ -76,6 +83,14 @@ pub fn write_all(conn: &Connection, writes: &[Write]) -> rusqlite::Result<()> {
                 if owned {
                     event(&tx, task_id, *ts, what, *attempt, detail.as_ref())?;
                 }
+            }
+            Write::Retime { task, ts, step_ms } => {
+                tx.prepare_cached(
+                    "UPDATE tasks SET expires_at = ?2, next_attempt_at = ?3, deadline_at = ?4 WHERE id = ?1",
+                )?
+                .execute(params![task.id, task.expires_at, task.next_attempt_at, task.deadline_at])?;
+                let detail = serde_json::json!({ "stepMs": step_ms });
+                event(&tx, &task.id, *ts, "clock_step", task.attempt, Some(&detail))?;
             }
         }
     }

@@ -18,6 +18,7 @@ use super::machine::{self, Counters, Input, TaskState};
 use super::protocol::{self, Envelope, ResponseStatus, ENVELOPE_VERSION};
 use super::{db, Command, Task, TaskError, TaskStats};
 use crate::bus::{Bus, Event, OutgoingMessage, Subscription};
+use crate::clock::StepDetector;
 use crate::reading::now_ms;
 use crate::store::Store;
 use crate::topics;
@@ -103,6 +104,7 @@ pub async fn run(
         writes: Vec::new(),
         outbox: Vec::new(),
     };
+    let mut clock = StepDetector::default();
     loop {
         let wake = dispatcher.next_wake();
         let timer = async {
@@ -111,17 +113,26 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let woken_by = tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => dispatcher.command(command).await,
+                Some(command) => Wake::Command(command),
                 None => return,
             },
             event = events.recv() => match event {
-                Some(event) => dispatcher.event(event),
+                Some(event) => Wake::Event(event),
                 None => return,
             },
-            _ = timer => dispatcher.tick(),
+            _ = timer => Wake::Timer,
             _ = shutdown.cancelled() => return,
+        };
+        // Before any timer is compared with the clock: a step must not fire or delay them.
+        if let Some(step) = clock.check() {
+            dispatcher.clock_stepped(step);
+        }
+        match woken_by {
+            Wake::Command(command) => dispatcher.command(command).await,
+            Wake::Event(event) => dispatcher.event(event),
+            Wake::Timer => dispatcher.tick(),
         }
         // Take what else is waiting into the same turn: one transaction for all of it.
         for _ in 1..MAX_TURN {
@@ -137,7 +148,26 @@ pub async fn run(
     }
 }
 
+enum Wake {
+    Command(Command),
+    Event(Event),
+    Timer,
+}
+
 impl Dispatcher {
+    /// Moves every open task's pending times by the clock's step, so each keeps the time it had
+    /// left: the ack and execution windows, the retry back-off and the expiry the person chose.
+    fn clock_stepped(&mut self, step_ms: i64) {
+        let now = now_ms();
+        for task in self.open.values_mut() {
+            task.expires_at += step_ms;
+            task.deadline_at = task.deadline_at.map(|at| at + step_ms);
+            task.next_attempt_at = task.next_attempt_at.map(|at| at + step_ms);
+            self.writes.push(db::Write::Retime { task: task.clone(), ts: now, step_ms });
+        }
+        tracing::info!(tasks = self.open.len(), step_ms, "open tasks' timers moved with the clock step");
+    }
+
     fn next_wake(&self) -> Option<i64> {
         self.open
             .values()
