@@ -610,6 +610,7 @@ async fn shared_and_plain_subscriptions_to_one_filter_in_one_packet_do_not_stop_
     let lab = daemon.account("lab", "service", &[("lab/#", "readwrite")]).await;
     let mut witness = Witness::start(&daemon).await;
     let mut client = Client::connect(options_as("sharer", addr, &lab)).await;
+    let denied_before = counter(&health(&daemon).await, "/mqtt/subscriptionsDenied");
     let codes = client.subscribe_many(&["lab/shared", "$share/g/lab/shared", "$share/h/lab/shared"]).await;
     assert_eq!(
         codes,
@@ -620,6 +621,8 @@ async fn shared_and_plain_subscriptions_to_one_filter_in_one_packet_do_not_stop_
         ],
         "shared subscriptions are refused"
     );
+    let denied = counter(&health(&daemon).await, "/mqtt/subscriptionsDenied") - denied_before;
+    assert_eq!(denied, 2, "each refused filter is counted");
     client.client.publish("lab/shared", QoS::AtLeastOnce, false, "hello").await.unwrap();
     assert!(client.next_on("lab/shared", Duration::from_secs(5)).await.is_some(), "the broker still routes");
     witness.assert_unharmed(&mut daemon).await;

@@ -1037,7 +1037,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/receivers"),
     ("GET", "/api/live"),
     ("GET", "/api/broker/clients"),
-    ("GET", "/api/broker/ca.pem"),
     ("GET", "/api/broker/accounts"),
     ("POST", "/api/broker/accounts"),
     ("DELETE", "/api/broker/accounts/x"),
@@ -1058,9 +1057,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/no-such-route"),
 ];
 
-/// Routes open without a login: health, the login routes themselves, the web UI.
+/// Routes open without a login: health, the CA certificate devices pin, the login routes
+/// themselves, the web UI.
 const OPEN: &[(&str, &str, u16)] = &[
     ("GET", "/api/health", 200),
+    ("GET", "/api/broker/ca.pem", 200),
     ("GET", "/api/auth", 200),
     ("POST", "/api/auth/login", 400),
     ("POST", "/api/auth/setup", 400),
@@ -1118,6 +1119,10 @@ async fn the_http_api_needs_a_login_and_refuses_other_origins() {
         if status != *expected {
             failures.push(format!("open route {method} {path}: {status} {body} (expected {expected})"));
         }
+    }
+    let ca = reqwest::get(daemon.http("/api/broker/ca.pem")).await.unwrap().text().await.unwrap();
+    if !ca.starts_with("-----BEGIN CERTIFICATE-----") || ca.contains("PRIVATE KEY") {
+        failures.push(format!("the open CA download is not just the certificate: {ca}"));
     }
 
     // Authenticated but from another origin: every state-changing request is refused before it
@@ -1447,11 +1452,16 @@ async fn secret_files_and_the_ca_key_are_private() {
     configured.push("admin-password");
     check("after setup and rotation", &configured);
 
-    // A restart rewrites the API token and keeps everything private; directories loosened by
-    // hand (a restore, a careless copy) are tightened again.
-    std::fs::set_permissions(dir.join("tls"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // A restart rewrites the API token and keeps everything private; directories and keys
+    // loosened by hand (a restore, a careless copy) are tightened again, and the log says so.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("tls"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for file in ["tls/ca.key", "secrets/claim-code.key", "admin-password"] {
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     daemon.restart();
     check("after a restart", &configured);
+    assert!(daemon.log().contains("made private again"), "the tightening is logged");
     let token = std::fs::read_to_string(dir.join("api-token")).unwrap();
     assert_ne!(token.trim(), api.token, "a new API token at every start");
 }

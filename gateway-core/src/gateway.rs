@@ -135,6 +135,14 @@ impl Gateway {
         std::fs::create_dir_all(&data_dir).with_context(|| {
             format!("cannot create the data directory {}; pass --data-dir with a writable path", data_dir.display())
         })?;
+        match crate::private_file::tighten_data_dir(&data_dir) {
+            Ok(changed) => {
+                for (path, mode) in changed {
+                    tracing::warn!(%path, was = %format!("{mode:o}"), "a secret file or directory was readable by others; made private again");
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot check the permissions of the data directory's secrets"),
+        }
         let database = data_dir.join(store::DATABASE_FILE);
         match store::backup::apply_pending(&data_dir, &database, now_ms() / 1000) {
             Ok(Some(kept)) => {

@@ -22,6 +22,7 @@ pub mod logging;
 pub mod memory;
 pub mod motion;
 pub mod pipeline;
+pub mod private_file;
 pub mod reading;
 pub mod receivers;
 pub mod registry;

@@ -37,6 +37,12 @@ const SERIES: &[(&str, Kind, &str, &str)] = &[
     ("mqtt_publishes_denied", Kind::Counter, "/mqtt/publishesDenied", "PUBLISHes refused by the ACL"),
     ("mqtt_throttled", Kind::Counter, "/mqtt/throttled", "Times a client was paused for its publish rate"),
     ("mqtt_malformed_packets", Kind::Counter, "/mqtt/malformedPackets", "Malformed MQTT packets"),
+    (
+        "mqtt_subscriptions_denied",
+        Kind::Counter,
+        "/mqtt/subscriptionsDenied",
+        "MQTT subscription filters refused (ACL, shared, repeated)",
+    ),
     ("mqtt_oversized_packets", Kind::Counter, "/mqtt/oversizedPackets", "MQTT packets over the size limit"),
     (
         "mqtt_dropped_for_slow_subscribers",
@@ -258,7 +264,7 @@ mod tests {
         serde_json::json!({
             "status": "ok", "uptimeSeconds": 5, "devicesOnline": 3,
             "mqtt": {"clientsConnected": 2, "connectionsAccepted": 7, "connectRefused": 1, "authFailures": 1,
-                     "publishesIn": 40, "publishesOut": 41, "publishesDenied": 2, "throttled": 0,
+                     "publishesIn": 40, "publishesOut": 41, "publishesDenied": 2, "subscriptionsDenied": 3, "throttled": 0,
                      "malformedPackets": 0, "oversizedPackets": 0, "droppedForSlowSubscribers": 0, "telemetryRejected": 0},
             "pipeline": {"advertisements": 100, "readings": 60, "duplicates": 40, "rejectedMalformed": 1},
             "store": {"rowsWritten": 60, "writeErrors": 0, "queueDepth": 0, "rowsDeletedByRetention": 0},

@@ -156,12 +156,7 @@ impl WebAuth {
 }
 
 fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(content.as_bytes())
+    crate::private_file::write(path, content.as_bytes())
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
@@ -189,7 +184,13 @@ pub async fn guard(State(state): State<ApiState>, request: Request, next: Next) 
     if api && (changes_state || websocket) && !same_origin(request.headers()) {
         return ApiError::forbidden("foreign_origin", "requests from other origins are refused").into_response();
     }
-    let open = !api || path == "/api/health" || path == "/api/auth" || path.starts_with("/api/auth/");
+    // The broker's CA certificate is public (no key) and devices fetch it before they have any
+    // credentials, to pin it.
+    let open = !api
+        || path == "/api/health"
+        || path == "/api/broker/ca.pem"
+        || path == "/api/auth"
+        || path.starts_with("/api/auth/");
     if state.web_auth.required && !open && !state.web_auth.authenticated(request.headers()) {
         let message = if state.web_auth.configured() {
             "log in first (POST /api/auth/login, or open the web UI)"

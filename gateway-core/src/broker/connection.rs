@@ -502,6 +502,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     let refused = allowed.iter().filter(|a| !**a).count();
                     if refused > 0 {
                         self.count_denial();
+                        self.ctx.stats.subscriptions_denied.fetch_add(refused as u64, Ordering::Relaxed);
                         let filters: Vec<&str> = subscribe
                             .filters
                             .iter()

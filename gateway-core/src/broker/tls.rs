@@ -13,6 +13,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
+use crate::private_file;
+
 const CA_COMMON_NAME: &str = "Gatehouse local CA";
 const CA_DAYS: i64 = 3650;
 const SERVER_DAYS: i64 = 825;
@@ -45,8 +47,7 @@ struct ServerMeta {
 /// Loads or creates the CA and the server certificate in `dir`.
 pub fn ensure(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, TlsError> {
     let io = |source| TlsError::Io { dir: dir.to_path_buf(), source };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    restrict_permissions(dir, 0o700).map_err(io)?;
+    private_file::ensure_dir(dir).map_err(io)?;
 
     let ca_key_path = dir.join("ca.key");
     let ca_cert_path = dir.join("ca.crt");
@@ -58,7 +59,7 @@ pub fn ensure(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, TlsErro
     } else {
         let key = KeyPair::generate()?;
         let cert = ca_params()?.self_signed(&key)?;
-        write_private(&ca_key_path, &key.serialize_pem()).map_err(io)?;
+        private_file::write(&ca_key_path, key.serialize_pem().as_bytes()).map_err(io)?;
         std::fs::write(&ca_cert_path, cert.pem()).map_err(io)?;
         // A new CA invalidates any server certificate signed by an older one.
         let _ = std::fs::remove_file(dir.join("server.meta.json"));
@@ -89,7 +90,7 @@ pub fn ensure(dir: &Path, extra_names: &[String]) -> Result<TlsMaterial, TlsErro
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &issuer)?;
-        write_private(&server_key_path, &key.serialize_pem()).map_err(io)?;
+        private_file::write(&server_key_path, key.serialize_pem().as_bytes()).map_err(io)?;
         std::fs::write(&server_cert_path, cert.pem()).map_err(io)?;
         let meta = ServerMeta { names: names.clone(), not_after: params.not_after.unix_timestamp() };
         std::fs::write(&meta_path, serde_json::to_string_pretty(&meta).unwrap_or_default()).map_err(io)?;
@@ -178,30 +179,6 @@ fn server_names(extra: &[String]) -> Vec<String> {
     }
     names.extend(extra.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()));
     names.into_iter().collect()
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    restrict_permissions(path, 0o600)
-}
-
-fn restrict_permissions(path: &Path, mode: u32) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
-    let _ = (path, mode);
-    Ok(())
 }
 
 #[cfg(test)]
