@@ -138,6 +138,8 @@ struct Case {
 }
 
 const MALFORMED: &str = "/mqtt/malformedPackets";
+/// CONNACK, return code 1: unacceptable protocol version.
+const UNACCEPTABLE_VERSION: &[u8] = &[0x20, 0x02, 0x00, 0x01];
 const OVERSIZED: &str = "/mqtt/oversizedPackets";
 const REFUSED: &str = "/mqtt/connectRefused";
 const DENIED: &str = "/mqtt/publishesDenied";
@@ -227,14 +229,25 @@ fn mqtt_cases(lab: &Credentials) -> Vec<Case> {
         ),
         // Wrong protocol.
         first("protocol name MQTX", connect_with(b"MQTX", 4, b"c1", Some(lab)), Outcome::Closed, MALFORMED),
+        // Levels we do not speak: CONNACK "unacceptable protocol version" (MQTT 3.1.1 §3.1.2.2).
         first(
             "protocol name MQIsdp, level 3 (MQTT 3.1)",
             connect_with(b"MQIsdp", 3, b"c2", Some(lab)),
-            Outcome::Closed,
-            MALFORMED,
+            Outcome::AnsweredThenClosed(UNACCEPTABLE_VERSION),
+            REFUSED,
         ),
-        first("protocol level 6", connect_with(b"MQTT", 6, b"c3", Some(lab)), Outcome::Closed, MALFORMED),
-        first("protocol level 0", connect_with(b"MQTT", 0, b"c4", Some(lab)), Outcome::Closed, MALFORMED),
+        first(
+            "protocol level 6",
+            connect_with(b"MQTT", 6, b"c3", Some(lab)),
+            Outcome::AnsweredThenClosed(UNACCEPTABLE_VERSION),
+            REFUSED,
+        ),
+        first(
+            "protocol level 0",
+            connect_with(b"MQTT", 0, b"c4", Some(lab)),
+            Outcome::AnsweredThenClosed(UNACCEPTABLE_VERSION),
+            REFUSED,
+        ),
         first(
             "client id not UTF-8",
             connect_with(b"MQTT", 4, &[0xFF, 0xFE, 0xFD], Some(lab)),

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{Codec, Frame};
+use super::codec::{Codec, Frame, SniffError};
 use super::limits::{FlapTracker, TokenBucket};
 use super::sessions::{ClientStats, Sessions};
 use super::{BrokerStats, LinkFactory};
@@ -120,15 +120,28 @@ pub(super) async fn serve<S>(
     let mut write_buf = BytesMut::with_capacity(4 * 1024);
 
     let connect_timeout = ctx.config.connect_timeout;
-    let (codec, connect_packet) =
-        match tokio::time::timeout(connect_timeout, read_connect(&mut reader, &mut read_buf, &ctx)).await {
-            Ok(Some(connect)) => connect,
-            Ok(None) => return,
-            Err(_) => {
-                tracing::debug!(%peer, timeout = ?connect_timeout, "no CONNECT in time; closing");
-                return;
-            }
-        };
+    let (codec, connect_packet) = match tokio::time::timeout(
+        connect_timeout,
+        read_connect(&mut reader, &mut read_buf, &ctx),
+    )
+    .await
+    {
+        Ok(Opening::Connect(codec, packet)) => (codec, packet),
+        Ok(Opening::UnsupportedLevel(level)) => {
+            // MQTT 3.1.1 §3.1.2.2: answer "unacceptable protocol version", then close. The
+            // 3.1.1 form of CONNACK is the one every client version can read.
+            ctx.stats.connect_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, level, "MQTT connection refused: protocol level not supported (use MQTT 3.1.1 or 5)");
+            let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+            let _ = writer.flush().await;
+            return;
+        }
+        Ok(Opening::Closed) => return,
+        Err(_) => {
+            tracing::debug!(%peer, timeout = ?connect_timeout, "no CONNECT in time; closing");
+            return;
+        }
+    };
     let Packet::Connect(connect, _properties, will, _will_properties, login) = connect_packet else {
         unreachable!("read_connect returns CONNECT packets only")
     };
@@ -295,38 +308,45 @@ pub(super) async fn serve<S>(
     ctx.bus.publish(Event::ClientDisconnected { client: info, reason: end.to_string(), at: now_ms() }).await;
 }
 
-async fn read_connect<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut BytesMut,
-    ctx: &Context,
-) -> Option<(Codec, Packet)> {
+/// How a connection opened.
+enum Opening {
+    Connect(Codec, Packet),
+    /// A CONNECT of a protocol level we do not speak (MQTT 3.1 is level 3).
+    UnsupportedLevel(u8),
+    /// Not MQTT, malformed (counted), or closed before a whole CONNECT.
+    Closed,
+}
+
+async fn read_connect<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut, ctx: &Context) -> Opening {
+    let mut more = async |buf: &mut BytesMut| reader.read_buf(buf).await.is_ok_and(|n| n > 0);
     let codec = loop {
         match Codec::sniff(buf) {
             Ok(Some(codec)) => break codec,
             Ok(None) => {}
+            Err(SniffError::UnsupportedLevel(level)) => return Opening::UnsupportedLevel(level),
             Err(error) => {
                 ctx.stats.malformed_packets.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%error, "rejecting connection");
-                return None;
+                return Opening::Closed;
             }
         }
-        if reader.read_buf(buf).await.ok()? == 0 {
-            return None;
+        if !more(buf).await {
+            return Opening::Closed;
         }
     };
     loop {
         match codec.read(buf, ctx.config.max_packet_size) {
-            Ok(Frame::Packet(packet @ Packet::Connect(..))) => return Some((codec, packet)),
-            Ok(Frame::Packet(_)) => return None,
+            Ok(Frame::Packet(packet @ Packet::Connect(..))) => return Opening::Connect(codec, packet),
+            Ok(Frame::Packet(_)) => return Opening::Closed,
             Ok(Frame::Incomplete) => {
-                if reader.read_buf(buf).await.ok()? == 0 {
-                    return None;
+                if !more(buf).await {
+                    return Opening::Closed;
                 }
             }
             Err(error) => {
                 count_bad_packet(&ctx.stats, &error);
                 tracing::debug!(%error, "malformed CONNECT");
-                return None;
+                return Opening::Closed;
             }
         }
     }
