@@ -1546,3 +1546,49 @@ async fn another_identity_cannot_take_over_a_devices_session() {
     }
     assert!(findings.is_empty(), "{findings:#?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Home Assistant discovery import
+
+/// The importer reads state topics with the gateway's own link: a discovery config (which any
+/// service or homeassistant account may publish) must not make it read a device's commands,
+/// credentials or a provisioning reply into the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_config_cannot_point_the_importer_at_private_topics() {
+    let daemon = Daemon::start(&[]);
+    let ha = daemon.account("hass", "homeassistant", &[]).await;
+    let hass = Client::connect(options_as("hass", daemon.runtime.mqtt, &ha)).await;
+    let config = |ident: &str, state_topic: &str| {
+        json!({ "name": "Probe", "stat_t": state_topic, "dev": { "ids": [ident], "name": ident } }).to_string()
+    };
+    let before = counter(&health(&daemon).await, "/homeassistantImport/configsRejected");
+    let private = [
+        "devices/home/esp-1/commands",
+        "devices/home/esp-1/credentials",
+        "devices/home/esp-1/config",
+        "provisioning/home/new-1/reply",
+    ];
+    for (i, topic) in private.iter().enumerate() {
+        let payload = config(&format!("probe-{i}"), topic);
+        hass.client
+            .publish(format!("homeassistant/sensor/probe-{i}/x/config"), QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    // The same config naming a topic any service may read is imported: the refusals above are
+    // about the topic, not the config.
+    let allowed = config("probe-ok", "devices/home/esp-1/telemetry");
+    hass.client.publish("homeassistant/sensor/probe-ok/x/config", QoS::AtLeastOnce, false, allowed).await.unwrap();
+    let imported = eventually(Duration::from_secs(10), async || {
+        let device = daemon.device_or_null("ha-probe-ok").await;
+        (!device.is_null()).then_some(device)
+    })
+    .await;
+    assert!(imported.is_some(), "the config with a readable state topic is imported");
+    let rejected = counter(&health(&daemon).await, "/homeassistantImport/configsRejected") - before;
+    assert_eq!(rejected, private.len() as u64, "each config naming a private topic is refused and counted");
+    for i in 0..private.len() {
+        assert!(daemon.device_or_null(&format!("ha-probe-{i}")).await.is_null(), "probe-{i} was not imported");
+    }
+    assert!(daemon.log().contains("own namespace"), "the refusal says why");
+}

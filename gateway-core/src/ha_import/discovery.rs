@@ -117,7 +117,27 @@ pub fn parse(topic: &str, payload: &[u8]) -> Result<Discovery, DiscoveryError> {
     if entities.is_empty() {
         return Ok(Discovery::Ignore("no entity with a state topic"));
     }
+    if let Some(entity) = entities.iter().find(|e| !importable_state_topic(&e.state_topic)) {
+        return Err(DiscoveryError(format!(
+            "state topic `{}` is in Gatehouse's own namespace, where only devices' telemetry, status and alert \
+             topics and the gateway's own may be imported",
+            entity.state_topic
+        )));
+    }
     Ok(Discovery::Announce { device, entities })
+}
+
+/// The importer reads state topics with the gateway's own unrestricted link, and whoever may
+/// publish discovery configs (service and homeassistant accounts) chooses them. In Gatehouse's
+/// own namespaces that would let such an account read what its role may not (commands,
+/// credentials, provisioning replies) into the database: there, only what every service may
+/// read anyway (docs/security.md) is allowed.
+pub fn importable_state_topic(topic: &str) -> bool {
+    let levels: Vec<&str> = topic.split('/').collect();
+    if !crate::topics::SITE_SCOPED_ROOTS.contains(&levels[0]) {
+        return true;
+    }
+    matches!(levels.as_slice(), ["devices", _, _, "telemetry" | "status" | "alert"] | ["gatehouse", ..])
 }
 
 fn entity(key: &str, component: &str, object: &str, config: &Map<String, Value>, base: Option<&str>) -> Option<Entity> {
@@ -329,6 +349,30 @@ mod tests {
         assert!(matches!(parse("homeassistant/device/gw/config", ours).unwrap(), Discovery::Ignore(_)));
         assert!(parse("homeassistant/sensor/x/state", b"{}").is_err());
         assert!(parse("homeassistant/sensor/x/config", b"{\"name\":\"no device\",\"stat_t\":\"a\"}").is_err());
+    }
+
+    #[test]
+    fn state_topics_in_gatehouses_namespaces_are_limited_to_what_services_may_read() {
+        let cases = [
+            ("esphome/hall/sensor/t/state", true),
+            ("zigbee2mqtt/porch", true),
+            ("devices/home/esp-1/telemetry", true),
+            ("devices/home/esp-1/status", true),
+            ("devices/lab/esp-1/alert", true),
+            ("devices/home/esp-1/credentials", false),
+            ("devices/home/esp-1/commands", false),
+            ("devices/home/esp-1/config", false),
+            ("devices/home/esp-1/telemetry/x", false),
+            ("provisioning/home/new-1/reply", false),
+            ("gatehouse/home/health", true),
+            ("devicesx/home/a/credentials", true),
+        ];
+        for (topic, allowed) in cases {
+            assert_eq!(importable_state_topic(topic), allowed, "{topic}");
+        }
+        let payload = br#"{"name":"Leak","stat_t":"devices/home/esp-1/credentials","dev":{"ids":["x"]}}"#;
+        let refused = parse("homeassistant/sensor/x/leak/config", payload).unwrap_err();
+        assert!(refused.0.contains("own namespace"), "{refused}");
     }
 
     #[test]
