@@ -430,13 +430,8 @@ async fn messages_skipped_for_a_stalled_subscriber_are_counted_per_client() {
     );
     let addr = daemon.runtime.mqtt;
     let lab = daemon.account("lab", "service", &[("lab/#", "readwrite")]).await;
-    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
-    // CONNECT and SUBSCRIBE back to back, before the CONNACK: the broker must not leave the
-    // pipelined SUBSCRIBE sitting in its read buffer.
-    stalled.write_all(&gatehouse_tests::raw::connect("stalled", 60, &lab)).await.unwrap();
-    stalled.write_all(&gatehouse_tests::raw::subscribe(1, "lab/flood")).await.unwrap();
+    let mut stalled = stalled_subscriber(addr, "stalled", &lab, "lab/flood").await;
     let mut buf = vec![0u8; 64 * 1024];
-    let _ = stalled.read(&mut buf).await.unwrap(); // CONNACK (and maybe SUBACK); then stop reading
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let publisher = Client::connect(options_as("flooder", addr, &lab)).await;
@@ -468,6 +463,57 @@ async fn messages_skipped_for_a_stalled_subscriber_are_counted_per_client() {
     let health = daemon.get_json("/api/health").await;
     assert!(health["mqtt"]["droppedForSlowSubscribers"].as_u64().unwrap() > 0, "{health}");
     assert!(drained.await.unwrap() > 0);
+}
+
+/// Connects with raw TCP, subscribes to `filter` and stops reading after the CONNACK. CONNECT
+/// and SUBSCRIBE go back to back, before the CONNACK: the broker must not leave the pipelined
+/// SUBSCRIBE sitting in its read buffer.
+async fn stalled_subscriber(
+    addr: std::net::SocketAddr,
+    client_id: &str,
+    credentials: &Credentials,
+    filter: &str,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncReadExt;
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&gatehouse_tests::raw::connect(client_id, 60, credentials)).await.unwrap();
+    stalled.write_all(&gatehouse_tests::raw::subscribe(1, filter)).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let _ = stalled.read(&mut buf).await.unwrap();
+    stalled
+}
+
+/// rumqttd keeps every filter's messages until its segments rotate. The filters that come with
+/// each device (its commands, config, credentials) keep a small window, so the broker does not
+/// grow by the default window (4 MiB) per device; shared filters keep the configured one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devices_own_filters_keep_a_small_window_and_shared_filters_the_configured_one() {
+    let daemon = Daemon::start_with_config("[mqtt]\npublish_rate = 0.0\nbyte_rate = 0.0\n", &[]);
+    let addr = daemon.runtime.mqtt;
+    let device = daemon.account("d1", "device", &[]).await;
+    let lab = daemon.account("lab", "service", &[("lab/#", "readwrite"), ("devices/home/d1/commands", "write")]).await;
+    let stalled_device = stalled_subscriber(addr, "d1", &device, "devices/home/d1/commands").await;
+    let stalled_service = stalled_subscriber(addr, "lab-reader", &lab, "lab/flood").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 2 MB on each: more than 2 × 16 KiB plus what the sockets buffer, less than 4 × 1 MiB.
+    let publisher = Client::connect(options_as("flooder", addr, &lab)).await;
+    let payload = vec![b'x'; 1000];
+    for _ in 0..2_000 {
+        publisher.client.publish("devices/home/d1/commands", QoS::AtMostOnce, false, payload.clone()).await.unwrap();
+        publisher.client.publish("lab/flood", QoS::AtMostOnce, false, payload.clone()).await.unwrap();
+    }
+    let dropped = |clients: &serde_json::Value, id: &str| {
+        clients.as_array().and_then(|all| all.iter().find(|c| c["clientId"] == id)).and_then(|c| c["dropped"].as_u64())
+    };
+    let clients = eventually(Duration::from_secs(15), async || {
+        let clients = daemon.get_json("/api/broker/clients").await;
+        (dropped(&clients, "d1")? > 0).then_some(clients)
+    })
+    .await
+    .expect("the device's stalled commands subscription fell out of its small window");
+    assert_eq!(dropped(&clients, "lab-reader"), Some(0), "the shared filter kept all 2 MB: {clients:#}");
+    drop((stalled_device, stalled_service));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,6 +155,22 @@ impl Transport {
 
 /// Starts the router and the listeners. Returns once every listener is bound, with the actual
 /// addresses (port 0 picks a free port).
+/// rumqttd keeps a commit log for every subscription filter until its segments rotate, even
+/// after delivery. Shared filters are few and busy (they rotate), but every device subscribes to
+/// its own `commands`, `config` and `credentials` and every provisioning client to its reply:
+/// filters that grow with the fleet and see a message a minute, so at the shared bound
+/// (`mqtt.segment_size × segment_count`, 4 MiB) they would fill over days to about 12 MiB per
+/// device. A device is sent one task at a time and the task service re-sends what a device
+/// missed, so a small log is enough for them.
+const PER_DEVICE_FILTERS: &[&str] =
+    &["devices/+/+/commands", "devices/+/+/config", "devices/+/+/credentials", "provisioning/+/+/reply"];
+const PER_DEVICE_SEGMENT: rumqttd::SegmentConfig =
+    rumqttd::SegmentConfig { max_segment_size: 16 * 1024, max_segment_count: 2 };
+
+fn per_device_segments() -> std::collections::HashMap<String, rumqttd::SegmentConfig> {
+    PER_DEVICE_FILTERS.iter().map(|filter| (filter.to_string(), PER_DEVICE_SEGMENT)).collect()
+}
+
 pub async fn start(
     config: &MqttConfig,
     data_dir: &Path,
@@ -170,6 +186,7 @@ pub async fn start(
         max_outgoing_packet_count: 200,
         max_segment_size: config.segment_size,
         max_segment_count: config.segment_count,
+        custom_segment: Some(per_device_segments()),
         ..RouterConfig::default()
     };
     let router_tx = Router::new(0, router_config).spawn();
