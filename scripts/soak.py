@@ -6,7 +6,7 @@ starts 50 reference devices (`gatehouse-device`), claims each through the API, s
 per device per minute (round robin, so a task leaves every 60/50 s) and prints one row a minute:
 the gateway's RSS/PSS, CPU over the last minute, threads, the store's queue depth, rows written,
 bus lag, MQTT clients, tasks by state and the database size. At the end: a Markdown table and a
-verdict on whether memory stayed flat.
+verdict on whether memory stayed flat in the steady state (the second half of the run).
 
     make soak ARGS="--minutes 30"
     python3 scripts/soak.py --minutes 30 --bin-dir /path/to/target/release
@@ -484,44 +484,37 @@ class Soak:
 
     def verdict(self):
         rows = [r for r in self.rows if r["rss"]]
-        if len(rows) < 2:
+        if len(rows) < 3:
             print("- memory: too few samples for a verdict")
             return
-        # From minute 5 on (caches, pools and the WAL have warmed up by then); shorter runs: all.
-        base = next((r for r in rows if r["min"] >= 5 - 1e-6), None)
-        if base is None or base is rows[-1]:
-            base = rows[1] if len(rows) > 2 else rows[0]
+        # Warm-up, then steady state. While the first half runs, SQLite's page caches fill up to
+        # their bound (2 MiB per connection), the allocator's arenas and the broker's buffers
+        # reach their working size. The second half is the steady state: it must be flat.
         end = rows[-1]
-        window = [r for r in rows if r["min"] >= base["min"]]
-        half = [r for r in window if r["min"] >= (base["min"] + end["min"]) / 2]
+        mid = next(r for r in rows if r["min"] >= end["min"] / 2 - 1e-6)
+        steady = [r for r in rows if r["min"] >= mid["min"]]
 
-        def change(key):
+        def change(key, base, window):
             growth = end[key] - base[key]
             pct = growth / base[key] * 100 if base[key] else 0
             known = [r for r in window if r.get(key) is not None]
-            later = [r for r in half if r.get(key) is not None]
             slope = least_squares_slope([r["min"] for r in known], [r[key] for r in known]) * 60
-            late = least_squares_slope([r["min"] for r in later], [r[key] for r in later]) * 60
             text = (f"{base[key]:.1f} MiB at minute {minute(base['min'])} → {end[key]:.1f} MiB at minute "
-                    f"{minute(end['min'])}: {growth:+.1f} MiB ({pct:+.1f} %), trend {slope:+.1f} MiB/h"
-                    + (f" ({late:+.1f} MiB/h over the second half)" if len(half) >= 3 else ""))
+                    f"{minute(end['min'])}: {growth:+.1f} MiB ({pct:+.1f} %), trend {slope:+.1f} MiB/h")
             return growth, text
 
-        growth, text = change("rss")
-        flat = growth <= max(2.0, base["rss"] * 0.05)
-        print(f"- memory: RSS {text}; "
-              + ("**flat** (growth within max(2 MiB, 5 %))" if flat else "**NOT flat** (grew more than max(2 MiB, 5 %))"))
-        if base["anon"] is not None and end["anon"] is not None:
-            print(f"  - anonymous (heap, stacks): {change('anon')[1]}")
-            print(f"  - file-backed (mostly the binary's code paged in): {change('file')[1]}")
-        if base["pss"] is not None and end["pss"] is not None:
-            print(f"  - PSS: {change('pss')[1]}")
-        if all(r.get(k) is not None for r in (base, end) for k in ("heap", "sqlite", "other")):
-            print(f"  - heap in use (allocator's count): {change('heap')[1]}")
-            print(f"  - of which SQLite (page caches ≤ 2 MiB per connection, statements): {change('sqlite')[1]}")
-            other, text = change("other")
-            print(f"  - heap in use apart from SQLite: {text}; "
-                  + ("flat" if other <= max(1.0, base["other"] * 0.05) else "GROWING (more than max(1 MiB, 5 %))"))
+        growth, text = change("rss", rows[0], rows)
+        print(f"- memory, whole run: RSS {text}")
+        growth, text = change("rss", mid, steady)
+        flat = abs(growth) <= max(1.0, mid["rss"] * 0.03)
+        print(f"- memory, steady state (second half): RSS {text}; "
+              + ("**flat** (within max(1 MiB, 3 %))" if flat else "**NOT flat** (moved more than max(1 MiB, 3 %))"))
+        for key, label in (("anon", "anonymous (heap, stacks)"), ("file", "file-backed (the binary's code paged in)"),
+                           ("pss", "PSS"), ("heap", "heap in use (allocator's count)"),
+                           ("sqlite", "of which SQLite (page caches ≤ 2 MiB per connection, statements)"),
+                           ("other", "heap in use apart from SQLite")):
+            if mid.get(key) is not None and end.get(key) is not None:
+                print(f"  - {label}: {change(key, mid, steady)[1]}")
 
     # clean-up
 
