@@ -28,6 +28,8 @@ fuzz_target!(|data: &[u8]| {
             for entity in &entities {
                 // The importer subscribes to each state topic and matches messages to it.
                 assert!(valid_topic_name(&entity.state_topic), "state topic {:?}", entity.state_topic);
+                // …with the gateway's unrestricted link: never a private topic of Gatehouse's own.
+                assert!(discovery::importable_state_topic(&entity.state_topic), "{:?}", entity.state_topic);
                 assert!(
                     entity.field.len() <= 32
                         && entity.field.starts_with(|c: char| c.is_ascii_alphabetic())
