@@ -1239,7 +1239,7 @@ async fn the_live_websocket_refuses_foreign_origins() {
 /// MQTT then needs credentials that no browser holds on its own (no cookie, no ambient
 /// authority), so a foreign page gets "not authorized" like any anonymous client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_websockets_give_foreign_pages_nothing_without_credentials() {
+async fn mqtt_websockets_refuse_foreign_pages_by_credentials_and_by_origin_when_listed() {
     let daemon = Daemon::start(&[]);
     let url = format!("ws://127.0.0.1:{}/mqtt", daemon.runtime.mqtt_ws.port());
     // A browser's handshake from a foreign page: what happens at the WebSocket level.
@@ -1265,6 +1265,17 @@ async fn mqtt_websockets_give_foreign_pages_nothing_without_credentials() {
     }
     let h = health(&daemon).await;
     assert!(counter(&h, "/mqtt/authFailures") >= 1);
+
+    // With `mqtt.websocket_origins` set, browsers of other pages are refused at the handshake;
+    // listed pages and clients without an Origin (devices, tools) are not.
+    let daemon = Daemon::start_with_config("[mqtt]\nwebsocket_origins = [\"https://dashboard.lan\"]\n", &[]);
+    let url = format!("ws://127.0.0.1:{}/mqtt", daemon.runtime.mqtt_ws.port());
+    let before = counter(&health(&daemon).await, "/mqtt/handshakeFailures");
+    assert_eq!(websocket_status(&url, Some("http://evil.example"), None, true).await, 403);
+    assert_eq!(websocket_status(&url, Some("https://dashboard.lan"), None, true).await, 101);
+    assert_eq!(websocket_status(&url, None, None, true).await, 101);
+    let refused = counter(&health(&daemon).await, "/mqtt/handshakeFailures") - before;
+    assert_eq!(refused, 1, "the refused handshake is counted");
 }
 
 /// A blocking TLS handshake with rustls restricted to `version`, trusting the gateway's CA (PEM)

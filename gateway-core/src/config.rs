@@ -240,6 +240,9 @@ pub struct MqttConfig {
     /// MQTT over secure WebSocket; `"off"` disables it.
     #[serde(deserialize_with = "optional_address")]
     pub wss_listen: Option<SocketAddr>,
+    /// Web pages (origins such as `"https://dashboard.lan"`) whose browsers may open MQTT
+    /// WebSockets; empty: any. Clients that send no `Origin` (devices, tools) are not affected.
+    pub websocket_origins: Vec<String>,
     /// Extra DNS names and IP addresses for the generated server certificate (the host name,
     /// `localhost` and the loopback addresses are always included).
     pub tls_names: Vec<String>,
@@ -434,6 +437,7 @@ impl Default for MqttConfig {
             listen: ([0, 0, 0, 0], 1883).into(),
             tls_listen: Some(([0, 0, 0, 0], 8883).into()),
             ws_listen: Some(([0, 0, 0, 0], 9001).into()),
+            websocket_origins: Vec::new(),
             wss_listen: Some(([0, 0, 0, 0], 9443).into()),
             tls_names: Vec::new(),
             publish_rate: 200.0,

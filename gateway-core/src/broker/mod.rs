@@ -358,16 +358,18 @@ async fn serve_transport(
             Ok(Err(error)) => failed("TLS handshake", error.to_string()),
             Err(_) => failed("TLS handshake", "timed out".into()),
         },
-        Transport::Ws => match tokio::time::timeout(timeout, websocket(stream)).await {
-            Ok(Ok(ws)) => connection::serve(ws, peer, name, None, context, shutdown).await,
-            Ok(Err(error)) => failed("WebSocket upgrade", error.to_string()),
-            Err(_) => failed("WebSocket upgrade", "timed out".into()),
-        },
+        Transport::Ws => {
+            match tokio::time::timeout(timeout, websocket(stream, &context.config.websocket_origins)).await {
+                Ok(Ok(ws)) => connection::serve(ws, peer, name, None, context, shutdown).await,
+                Ok(Err(error)) => failed("WebSocket upgrade", error.to_string()),
+                Err(_) => failed("WebSocket upgrade", "timed out".into()),
+            }
+        }
         Transport::Wss => {
             let handshake = async {
                 let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
                 let certificate_user = certificate_user(tls.get_ref().1);
-                let ws = websocket(tls).await.map_err(|e| e.to_string())?;
+                let ws = websocket(tls, &context.config.websocket_origins).await.map_err(|e| e.to_string())?;
                 Ok::<_, String>((ws, certificate_user))
             };
             match tokio::time::timeout(timeout, handshake).await {
@@ -386,9 +388,21 @@ fn certificate_user(connection: &rustls::ServerConnection) -> Option<String> {
     connection.peer_certificates()?.first().and_then(|der| tls::common_name(der))
 }
 
-/// Upgrades to a WebSocket speaking the `mqtt` subprotocol and returns it as a byte stream.
+/// Whether a browser page of `origin` may open an MQTT WebSocket (`allowed` empty: any).
+fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
+    match origin {
+        None => true, // not a browser: devices and tools send no Origin
+        Some(origin) => {
+            allowed.is_empty() || allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        }
+    }
+}
+
+/// Upgrades to a WebSocket speaking the `mqtt` subprotocol and returns it as a byte stream;
+/// browsers of pages not in `origins` (when set) get 403.
 async fn websocket<S>(
     stream: S,
+    origins: &[String],
 ) -> Result<
     ws_stream_tungstenite::WsStream<async_tungstenite::tokio::TokioAdapter<S>>,
     async_tungstenite::tungstenite::Error,
@@ -398,6 +412,14 @@ where
 {
     use async_tungstenite::tungstenite::handshake::server::{Request, Response};
     let negotiate = |request: &Request, mut response: Response| {
+        let origin = request.headers().get("origin").map(|v| v.to_str().unwrap_or("?"));
+        if !origin_allowed(origin, origins) {
+            let mut refused = async_tungstenite::tungstenite::handshake::server::ErrorResponse::new(Some(
+                "this page's origin may not open MQTT WebSockets (mqtt.websocket_origins)".into(),
+            ));
+            *refused.status_mut() = async_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
+            return Err(refused);
+        }
         let offers_mqtt = request
             .headers()
             .get_all("sec-websocket-protocol")
@@ -412,4 +434,29 @@ where
     };
     let ws = async_tungstenite::tokio::accept_hdr_async(stream, negotiate).await?;
     Ok(ws_stream_tungstenite::WsStream::new(ws))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn websocket_origins() {
+        let listed = vec!["https://dashboard.lan".to_string(), "http://192.168.1.5:8080/".to_string()];
+        let cases: &[(Option<&str>, &[String], bool)] = &[
+            (None, &[], true),
+            (Some("http://evil.example"), &[], true),
+            (None, &listed, true),
+            (Some("https://dashboard.lan"), &listed, true),
+            (Some("HTTPS://Dashboard.LAN"), &listed, true),
+            (Some("http://192.168.1.5:8080"), &listed, true),
+            (Some("http://evil.example"), &listed, false),
+            (Some("https://dashboard.lan.evil.example"), &listed, false),
+            (Some("null"), &listed, false),
+            (Some("?"), &listed, false),
+        ];
+        for (origin, allowed, expected) in cases {
+            assert_eq!(origin_allowed(*origin, allowed), *expected, "{origin:?} with {allowed:?}");
+        }
+    }
 }
