@@ -5,7 +5,9 @@
 //! comparisons would jump with it: every tag offline and every task timed out at once after a
 //! step forward, timers an hour late after a step back. Each such module keeps a [`StepDetector`]
 //! and moves its pending wall-clock deadlines by the step it reports, so a timer keeps the time
-//! it had left. [`watch`] logs and counts steps for `/api/health`.
+//! it had left. [`watch`] logs and counts steps for `/api/health`. A suspend (a laptop running
+//! the desktop app) looks like a step forward, since the monotonic clock stops meanwhile: timers
+//! then resume where they were rather than all firing at once, as after a restart.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
