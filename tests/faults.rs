@@ -160,6 +160,10 @@ async fn a_full_disk_pauses_saving_but_not_the_broker_and_saving_resumes_with_no
     })
     .await
     .unwrap_or_else(|| panic!("saving never resumed: {recovered:#}"));
+    // The error is over, not only hidden while nothing waits: with readings queued again it
+    // must not read as degraded.
+    assert!(recovered["store"]["lastError"].is_null(), "{recovered:#}");
+    assert!(recovered["store"]["writeErrors"].as_u64().unwrap() > 0, "the failures stay counted");
     assert!(
         rows_between(&daemon, full_from, free_from) > 0,
         "readings from while the disk was full were kept and saved"

@@ -42,6 +42,7 @@ pub struct StoreSnapshot {
     pub write_errors: u64,
     pub rows_deleted_by_retention: u64,
     pub queue_depth: i64,
+    /// Why the latest write failed; cleared by the next write that succeeds.
     pub last_error: Option<String>,
 }
 
@@ -186,6 +187,10 @@ fn write_loop(
                     stats.rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     stats.batches_written.fetch_add(1, Ordering::Relaxed);
                     stats.queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
+                    // Writing works again: health stops saying it does not (`writeErrors` keeps
+                    // the history). Left set, every later moment with a batch waiting read as
+                    // "degraded" and the UI's banner never went away.
+                    *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     break;
                 }
                 Err(error) => {
