@@ -100,22 +100,13 @@ impl Identity {
                 Rule::new(topics::provisioning_request(site, client_id), Access::Write),
                 Rule::new(topics::provisioning_reply(site, client_id), Access::Read),
             ],
-            Role::Service => vec![
-                Rule::new(format!("devices/{site}/+/telemetry"), Access::Read),
-                Rule::new(format!("devices/{site}/+/status"), Access::Read),
-                Rule::new(format!("devices/{site}/+/alert"), Access::Read),
-                Rule::new(format!("gatehouse/{site}/#"), Access::Read),
-                Rule::new("homeassistant/#", Access::ReadWrite),
-            ],
+            Role::Service => service_rules(site),
             Role::Receiver => vec![Rule::new(topics::RUUVI_GATEWAY_TOPICS, Access::Write)],
-            Role::HomeAssistant => vec![
-                Rule::new(format!("devices/{site}/+/telemetry"), Access::Read),
-                Rule::new(format!("devices/{site}/+/status"), Access::Read),
-                Rule::new(format!("devices/{site}/+/alert"), Access::Read),
-                Rule::new(format!("gatehouse/{site}/#"), Access::Read),
-                Rule::new("homeassistant/#", Access::ReadWrite),
-                Rule::new(crate::homeassistant::discovery::command_filter(site), Access::Write),
-            ],
+            Role::HomeAssistant => {
+                let mut rules = service_rules(site);
+                rules.push(Rule::new(crate::homeassistant::discovery::command_filter(site), Access::Write));
+                rules
+            }
         };
         if matches!(self.role, Role::Service | Role::HomeAssistant) {
             rules.extend(self.rules.iter().cloned());
@@ -134,6 +125,23 @@ impl Identity {
             Role::Receiver => client_id == self.username || !valid_device_id(client_id),
         }
     }
+}
+
+/// What every service account of `site` may do without granted rules (homeassistant accounts
+/// too, plus their command topics).
+fn service_rules(site: &str) -> Vec<Rule> {
+    vec![
+        Rule::new(format!("devices/{site}/+/telemetry"), Access::Read),
+        Rule::new(format!("devices/{site}/+/status"), Access::Read),
+        Rule::new(format!("devices/{site}/+/alert"), Access::Read),
+        Rule::new(format!("gatehouse/{site}/#"), Access::Read),
+        Rule::new("homeassistant/#", Access::ReadWrite),
+    ]
+}
+
+/// The access of a service account of `site` with no granted rules.
+pub fn service_acl(site: &str) -> Acl {
+    Acl { rules: service_rules(site) }
 }
 
 /// Device ids are lower-case letters, digits, `-` and `_`, 1–64 characters, so that they are safe

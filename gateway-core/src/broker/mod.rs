@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Directory;
 use crate::bus::{Bus, Event};
 use crate::config::MqttConfig;
+use crate::topics;
 use limits::{AddressGuard, FlapTracker};
 
 /// Creates a router link for a client id; `clean_session` as in CONNECT.
@@ -153,8 +154,6 @@ impl Transport {
     }
 }
 
-/// Starts the router and the listeners. Returns once every listener is bound, with the actual
-/// addresses (port 0 picks a free port).
 /// rumqttd keeps a commit log for every subscription filter until its segments rotate, even
 /// after delivery. Shared filters are few and busy (they rotate), but every device subscribes to
 /// its own `commands`, `config` and `credentials` and every provisioning client to its reply:
@@ -162,15 +161,24 @@ impl Transport {
 /// (`mqtt.segment_size × segment_count`, 4 MiB) they would fill over days to about 12 MiB per
 /// device. A device is sent one task at a time and the task service re-sends what a device
 /// missed, so a small log is enough for them.
-const PER_DEVICE_FILTERS: &[&str] =
-    &["devices/+/+/commands", "devices/+/+/config", "devices/+/+/credentials", "provisioning/+/+/reply"];
 const PER_DEVICE_SEGMENT: rumqttd::SegmentConfig =
     rumqttd::SegmentConfig { max_segment_size: 16 * 1024, max_segment_count: 2 };
 
-fn per_device_segments() -> std::collections::HashMap<String, rumqttd::SegmentConfig> {
-    PER_DEVICE_FILTERS.iter().map(|filter| (filter.to_string(), PER_DEVICE_SEGMENT)).collect()
+/// The filters that come with each device and provisioning client, matched against the
+/// subscriptions' own filters.
+fn per_device_filters() -> Vec<String> {
+    let mut filters: Vec<String> =
+        topics::DEVICE_SUBSCRIBES.iter().map(|leaf| topics::device_topic("+", "+", leaf)).collect();
+    filters.push(topics::provisioning_reply("+", "+"));
+    filters
 }
 
+fn per_device_segments() -> std::collections::HashMap<String, rumqttd::SegmentConfig> {
+    per_device_filters().into_iter().map(|filter| (filter, PER_DEVICE_SEGMENT)).collect()
+}
+
+/// Starts the router and the listeners. Returns once every listener is bound, with the actual
+/// addresses (port 0 picks a free port).
 pub async fn start(
     config: &MqttConfig,
     data_dir: &Path,
@@ -439,6 +447,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::origin_allowed;
+
+    #[test]
+    fn per_device_filters_are_the_devices_and_provisioning_clients_own() {
+        assert_eq!(
+            super::per_device_filters(),
+            ["devices/+/+/commands", "devices/+/+/config", "devices/+/+/credentials", "provisioning/+/+/reply"]
+        );
+    }
 
     #[test]
     fn websocket_origins() {

@@ -133,11 +133,13 @@ pub fn parse(topic: &str, payload: &[u8]) -> Result<Discovery, DiscoveryError> {
 /// credentials, provisioning replies) into the database: there, only what every service may
 /// read anyway (docs/security.md) is allowed.
 pub fn importable_state_topic(topic: &str) -> bool {
-    let levels: Vec<&str> = topic.split('/').collect();
-    if !crate::topics::SITE_SCOPED_ROOTS.contains(&levels[0]) {
+    let mut levels = topic.split('/');
+    let root = levels.next().unwrap_or_default();
+    if !crate::topics::SITE_SCOPED_ROOTS.contains(&root) {
         return true;
     }
-    matches!(levels.as_slice(), ["devices", _, _, "telemetry" | "status" | "alert"] | ["gatehouse", ..])
+    let site = levels.next().unwrap_or_default();
+    crate::auth::service_acl(site).can_subscribe(topic)
 }
 
 fn entity(key: &str, component: &str, object: &str, config: &Map<String, Value>, base: Option<&str>) -> Option<Entity> {
