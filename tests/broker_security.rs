@@ -496,7 +496,7 @@ async fn a_devices_own_filters_keep_a_small_window_and_shared_filters_the_config
     let stalled_service = stalled_subscriber(addr, "lab-reader", &lab, "lab/flood").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // 2 MB on each: more than 2 × 16 KiB plus what the sockets buffer, less than 4 × 1 MiB.
+    // 2 MB on each: more than 2 × 4 KiB plus what the sockets buffer, less than 4 × 1 MiB.
     let publisher = Client::connect(options_as("flooder", addr, &lab)).await;
     let payload = vec![b'x'; 1000];
     for _ in 0..2_000 {

@@ -160,9 +160,12 @@ impl Transport {
 /// filters that grow with the fleet and see a message a minute, so at the shared bound
 /// (`mqtt.segment_size × segment_count`, 4 MiB) they would fill over days to about 12 MiB per
 /// device. A device is sent one task at a time and the task service re-sends what a device
-/// missed, so a small log is enough for them.
+/// missed, so a small log is enough for them. rumqttd appends before it checks the size, so a
+/// message larger than a segment (a 16 KiB task) is still kept whole; 2 × 4 KiB keeps a device's
+/// last few dozen commands and is full within half an hour at a task a minute, so the
+/// gateway's memory settles early instead of creeping for hours.
 const PER_DEVICE_SEGMENT: rumqttd::SegmentConfig =
-    rumqttd::SegmentConfig { max_segment_size: 16 * 1024, max_segment_count: 2 };
+    rumqttd::SegmentConfig { max_segment_size: 4 * 1024, max_segment_count: 2 };
 
 /// The filters that come with each device and provisioning client, matched against the
 /// subscriptions' own filters.
