@@ -4,7 +4,8 @@
 //! clock moves (`FAKETIME_DONT_FAKE_MONOTONIC`), as with a real step. Checked: task timers keep
 //! their remaining time (a step back does not delay a timeout by the step, a step forward does
 //! not fire it early), silent tags go offline on time after a step back and tags still heard do
-//! not flap offline after a step forward, and the step is visible in `/api/health`.
+//! not flap offline after a step forward, a step far forward pauses retention instead of
+//! deleting the history, and the step is visible in `/api/health`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -255,4 +256,54 @@ async fn silence_is_timed_in_real_time_across_clock_steps() {
     .await;
     assert!(went.is_some(), "the tag that fell silent never went offline after the step back");
     assert!(real_now_ms() - silent_at >= 6_000);
+}
+
+/// Readings stored with a time before `before_ms`.
+fn stored_readings(daemon: &Daemon, before_ms: i64) -> i64 {
+    let db = rusqlite::Connection::open(daemon.database()).unwrap();
+    db.query_row("SELECT COUNT(*) FROM readings WHERE ts < ?1", [before_ms], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_far_forward_pauses_retention_instead_of_erasing_the_history() {
+    let Some(library) = libfaketime() else { return };
+    // Retention of a day, looked at every second: three days forward, every reading stored
+    // so far would be deleted at once if the clock were trusted.
+    let config = "[store]\nretention = \"1d\"\nretention_interval = \"1s\"\n";
+    let gateway = SteppedDaemon::start(&library, config, &[]);
+    let daemon = &gateway.daemon;
+    let receiver = daemon.account("kitchen-gw", "receiver", &[]).await;
+    const TAG: &str = "CB:B8:33:4C:88:51";
+    for sequence in 1..=3 {
+        assert_eq!(post_tags(daemon.runtime.ingest, &receiver, &[(TAG, sequence)]).await, 200);
+    }
+    const DAY_MS: i64 = 24 * HOUR_MS;
+    let before_step = real_now_ms() + DAY_MS;
+    let stored =
+        eventually(Duration::from_secs(10), async || (stored_readings(daemon, before_step) == 3).then_some(()));
+    assert!(stored.await.is_some(), "3 readings stored before the step: {}", stored_readings(daemon, before_step));
+
+    gateway.set_offset(3 * DAY_MS).await;
+    // Readings keep coming (each batch is a turn of the writer, where retention runs).
+    let mut sequence = 4;
+    let paused = eventually(Duration::from_secs(10), async || {
+        post_tags(daemon.runtime.ingest, &receiver, &[(TAG, sequence)]).await;
+        sequence += 1;
+        let store = daemon.get_json("/api/health").await["store"].clone();
+        store["retentionPausedUntil"].as_i64().map(|until| (until, store))
+    })
+    .await;
+    let (until, store) = paused.expect("retention paused after the step forward");
+    let expected = real_now_ms() + 3 * DAY_MS + DAY_MS;
+    assert!((until - expected).abs() < 60_000, "paused for a day from the new time: {store:#}");
+    for _ in 0..4 {
+        post_tags(daemon.runtime.ingest, &receiver, &[(TAG, sequence)]).await;
+        sequence += 1;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    let store = daemon.get_json("/api/health").await["store"].clone();
+    assert_eq!(store["rowsDeletedByRetention"], 0, "{store:#}");
+    assert_eq!(stored_readings(daemon, before_step), 3, "the readings from before the step are kept");
+    assert!(stored_readings(daemon, i64::MAX) >= 3 + 4, "and those after it stored");
+    assert!(daemon.log().contains("deleting old readings is paused"), "the pause is logged");
 }

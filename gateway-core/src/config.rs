@@ -293,6 +293,9 @@ pub struct StoreConfig {
     /// Readings older than this are deleted.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// How often old readings are looked for.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
     /// A batch of readings is written when it holds this many rows…
     pub batch_size: usize,
     /// …or when its first row has waited this long.
@@ -468,6 +471,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             retention: Duration::from_secs(90 * 24 * 3600),
+            retention_interval: Duration::from_secs(3600),
             batch_size: 1000,
             flush_interval: Duration::from_millis(250),
         }
@@ -632,6 +636,9 @@ impl Config {
         }
         if self.store.retention.is_zero() {
             return invalid("store.retention", "must be longer than zero, e.g. \"90d\"");
+        }
+        if self.store.retention_interval < Duration::from_secs(1) {
+            return invalid("store.retention_interval", "must be at least a second, e.g. \"1h\"");
         }
         if self.store.batch_size == 0 {
             return invalid("store.batch_size", "must be at least 1");

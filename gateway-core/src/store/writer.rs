@@ -16,10 +16,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::{open_connection, schema::MEASUREMENT_COLUMNS, StoreError};
 use crate::bus::{Bus, Event, LanTelemetry, Subscription};
+use crate::clock::StepDetector;
 use crate::config::StoreConfig;
 use crate::reading::{now_ms, ruuvi_kind, Reading};
 
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Retention deletes by the wall clock, so a clock stepped far forward (a bad real-time clock, a
+/// mistyped date) would make the whole history look old and delete it at the next run. After a
+/// step forward of more than an hour retention waits a day: time for NTP or a person to put the
+/// clock right, while a step that was right only means old readings go a day late.
+const RETENTION_PAUSE_AFTER_STEP: Duration = Duration::from_secs(24 * 3600);
+const RETENTION_PAUSING_STEP_MS: i64 = 3_600_000;
 /// Short enough that saving resumes within seconds once disk space is back.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -32,6 +38,8 @@ pub struct StoreStats {
     /// Readings received but not yet committed.
     queue_depth: AtomicI64,
     last_error: Mutex<Option<String>>,
+    /// Wall-clock ms until which retention is paused after a step of the clock; 0 when it is not.
+    retention_paused_until: AtomicI64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -44,6 +52,8 @@ pub struct StoreSnapshot {
     pub queue_depth: i64,
     /// Why the latest write failed; cleared by the next write that succeeds.
     pub last_error: Option<String>,
+    /// Retention is paused until then (ms) because the clock stepped forward.
+    pub retention_paused_until: Option<i64>,
 }
 
 impl StoreStats {
@@ -55,6 +65,7 @@ impl StoreStats {
             rows_deleted_by_retention: self.rows_deleted_by_retention.load(Ordering::Relaxed),
             queue_depth: self.queue_depth.load(Ordering::Relaxed),
             last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            retention_paused_until: Some(self.retention_paused_until.load(Ordering::Relaxed)).filter(|&ms| ms > 0),
         }
     }
 }
@@ -87,7 +98,7 @@ pub fn spawn_writer(
     let subscription = bus.subscribe_reliable("store", config.batch_size.max(1024) * 2, |e| Row::from_event_ref(e));
     let thread_stats = stats.clone();
     let thread_shutdown = shutdown.clone();
-    let retention = config.retention;
+    let retention = Retention { keep: config.retention, every: config.retention_interval };
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || write_loop(conn, batches_rx, retention, thread_stats, thread_shutdown))
@@ -162,15 +173,27 @@ async fn collect(
     }
 }
 
+struct Retention {
+    keep: Duration,
+    every: Duration,
+}
+
+/// Whether a step of the clock (ms, as [`StepDetector`] reports it) pauses retention.
+fn pauses_retention(step_ms: i64) -> bool {
+    step_ms > RETENTION_PAUSING_STEP_MS
+}
+
 fn write_loop(
     conn: Connection,
     mut batches: mpsc::Receiver<Vec<Row>>,
-    retention: Duration,
+    retention: Retention,
     stats: Arc<StoreStats>,
     shutdown: CancellationToken,
 ) {
     let mut writer = Writer::new(conn);
     let mut last_retention: Option<std::time::Instant> = None;
+    let mut clock = StepDetector::default();
+    let mut retention_paused_until: Option<std::time::Instant> = None;
     while let Some(batch) = batches.blocking_recv() {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -210,17 +233,31 @@ fn write_loop(
                 }
             }
         }
-        if last_retention.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
+        if let Some(step_ms) = clock.check().filter(|&step| pauses_retention(step)) {
+            retention_paused_until = Some(std::time::Instant::now() + RETENTION_PAUSE_AFTER_STEP);
+            let until = now_ms() + RETENTION_PAUSE_AFTER_STEP.as_millis() as i64;
+            stats.retention_paused_until.store(until, Ordering::Relaxed);
+            tracing::warn!(
+                step_ms,
+                "the clock stepped forward; deleting old readings is paused for a day so a wrong clock \
+                 cannot erase the history (check the system time if this step was not expected)"
+            );
+        }
+        if retention_paused_until.is_some_and(|until| std::time::Instant::now() >= until) {
+            retention_paused_until = None;
+            stats.retention_paused_until.store(0, Ordering::Relaxed);
+        }
+        if retention_paused_until.is_none() && last_retention.is_none_or(|at| at.elapsed() >= retention.every) {
             last_retention = Some(std::time::Instant::now());
-            match apply_retention(&writer.conn, retention) {
+            match apply_retention(&writer.conn, retention.keep) {
                 Ok(deleted) => {
                     stats.rows_deleted_by_retention.fetch_add(deleted, Ordering::Relaxed);
                     if deleted > 0 {
-                        tracing::info!(deleted, ?retention, "old readings deleted");
+                        tracing::info!(deleted, retention = ?retention.keep, "old readings deleted");
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "retention cleanup failed; will retry in an hour")
+                    tracing::warn!(%error, every = ?retention.every, "retention cleanup failed; will retry")
                 }
             }
         }
@@ -485,5 +522,20 @@ mod tests {
         assert_eq!(apply_retention(&conn, Duration::from_secs(7 * 86_400)).unwrap(), 1);
         let left: f64 = conn.query_row("SELECT temperature FROM readings", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 2.0);
+    }
+
+    #[test]
+    fn only_a_step_forward_of_more_than_an_hour_pauses_retention() {
+        let cases = [
+            (-3 * 86_400_000, false, "back three days: readings look newer, nothing is deleted early"),
+            (-2_000, false, "small step back"),
+            (2_000, false, "small step forward (an NTP correction)"),
+            (3_600_000, false, "exactly an hour"),
+            (3_600_001, true, "just over an hour"),
+            (5 * 365 * 86_400_000, true, "five years ahead (a bad real-time clock)"),
+        ];
+        for (step_ms, pauses, case) in cases {
+            assert_eq!(pauses_retention(step_ms), pauses, "{case}");
+        }
     }
 }
