@@ -221,23 +221,30 @@ async fn cli_backup_export_and_an_offline_restore() {
 /// One recorded webhook request: its head (lowercased) and body.
 type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 
+/// How many of the first requests a test receiver answers 500; it may change during a test.
+type Failures = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
 /// A webhook receiver on loopback that answers 500 to the first `failures` requests, then 200.
 async fn webhook_receiver(failures: usize) -> (std::net::SocketAddr, Requests) {
-    webhook_receiver_with(failures, None).await
+    let (address, requests, _) = webhook_receiver_with(failures, None).await;
+    (address, requests)
 }
 
 /// Like [`webhook_receiver`], speaking TLS with `tls` when given.
 async fn webhook_receiver_with(
     failures: usize,
     tls: Option<tokio_rustls::TlsAcceptor>,
-) -> (std::net::SocketAddr, Requests) {
+) -> (std::net::SocketAddr, Requests, Failures) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let requests: Requests = Default::default();
     let seen = requests.clone();
+    let failures = Failures::new(failures.into());
+    let refusing = failures.clone();
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else { return };
+            let failures = refusing.load(std::sync::atomic::Ordering::SeqCst);
             match &tls {
                 Some(acceptor) => {
                     // A client that refuses the certificate ends the handshake: nothing recorded.
@@ -249,7 +256,7 @@ async fn webhook_receiver_with(
             }
         }
     });
-    (address, requests)
+    (address, requests, failures)
 }
 
 async fn answer_webhook<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
@@ -368,6 +375,67 @@ async fn alert_webhooks_are_signed_and_retried_until_accepted() {
     assert!(counted["failedAttempts"].as_u64().unwrap() >= 2, "{counted}");
 }
 
+/// The value of `name` in a recorded request head (lowercased).
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
+}
+
+#[tokio::test]
+async fn alert_webhooks_waiting_when_the_gateway_is_killed_are_sent_after_the_restart() {
+    // Refuses everything until the test says otherwise.
+    let (address, requests, failures) = webhook_receiver_with(usize::MAX, None).await;
+    let config = format!(
+        "[simulator]\nsilence_every = \"3650d\"\ndrop_probability = 0.0\n\n[[alerts.webhooks]]\nurl = \"http://{address}/hook\"\nevents = [\"raised\"]\nmax_attempts = 50\n"
+    );
+    let mut daemon = Daemon::start_with_config(&config, &["--simulate", "1", "--seed", "3"]);
+    raise_an_alert_every_second(&daemon).await;
+    let refused = eventually(Duration::from_secs(20), async || {
+        let all = requests.lock().unwrap().clone();
+        (all.len() >= 2).then_some(all)
+    })
+    .await
+    .expect("the alert is sent and refused twice");
+    let delivery = header(&refused[0].0, "x-gatehouse-delivery").expect("a delivery id").to_string();
+    let alert_id = serde_json::from_slice::<serde_json::Value>(&refused[0].1).unwrap()["alert"]["id"].clone();
+
+    daemon.kill();
+    let waiting: i64 = rusqlite::Connection::open(daemon.database())
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM webhook_outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(waiting, 1, "the undelivered change is in the database");
+    let sent_before_restart = requests.lock().unwrap().len();
+    failures.store(0, std::sync::atomic::Ordering::SeqCst);
+    daemon.start_again();
+
+    let accepted = eventually(Duration::from_secs(20), async || {
+        let all = requests.lock().unwrap().clone();
+        (all.len() > sent_before_restart).then(|| all[sent_before_restart].clone())
+    })
+    .await
+    .expect("the alert waiting at the kill is sent after the restart");
+    let (head, body) = accepted;
+    assert_eq!(header(&head, "x-gatehouse-delivery"), Some(delivery.as_str()), "the same delivery id:\n{head}");
+    let attempt: usize = header(&head, "x-gatehouse-attempt").unwrap().parse().unwrap();
+    assert!(attempt > 2, "the attempts before the kill count: attempt {attempt}");
+    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((payload["event"].as_str(), &payload["alert"]["id"]), (Some("alert.raised"), &alert_id));
+
+    let health = eventually(Duration::from_secs(5), async || {
+        let webhooks = daemon.get_json("/api/health").await["alertWebhooks"].clone();
+        (webhooks["delivered"] == 1).then_some(webhooks)
+    })
+    .await
+    .expect("the delivery is counted");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(requests.lock().unwrap().len(), sent_before_restart + 1, "sent once after the restart: {health}");
+    let left: i64 = rusqlite::Connection::open(daemon.database())
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM webhook_outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "delivered changes leave the queue");
+}
+
 #[tokio::test]
 async fn webhook_ingest_takes_telemetry_another_broker_forwards() {
     let daemon = Daemon::start(&[]);
@@ -421,8 +489,8 @@ async fn webhook_ingest_takes_telemetry_another_broker_forwards() {
 #[tokio::test]
 async fn alert_webhooks_reach_https_endpoints_and_refuse_untrusted_certificates() {
     let (ca_pem, acceptor) = private_tls();
-    let (trusted, trusted_requests) = webhook_receiver_with(0, Some(acceptor.clone())).await;
-    let (untrusted, untrusted_requests) = webhook_receiver_with(0, Some(acceptor)).await;
+    let (trusted, trusted_requests, _) = webhook_receiver_with(0, Some(acceptor.clone())).await;
+    let (untrusted, untrusted_requests, _) = webhook_receiver_with(0, Some(acceptor)).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca_pem).unwrap();

@@ -187,6 +187,15 @@ impl Gateway {
             (!config.upstream.is_empty()).then(|| bus.subscribe_reliable("upstream", 1024, upstream::wants));
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
+        let outbox = Arc::new(alerts::outbox::Outbox::new(&config.alerts.webhooks));
+        let forgotten = {
+            let outbox = outbox.clone();
+            store.run(move |conn| Ok(outbox.forget_removed_hooks(conn)?)).await?
+        };
+        if forgotten > 0 {
+            tracing::warn!(forgotten, "alert changes queued for webhooks no longer configured were dropped");
+        }
+        let (alert_service, alert_reloads) = alerts::channel(store.clone(), bus.clone(), config.site.clone(), outbox);
         let lifecycle = Lifecycle::start(
             store.clone(),
             directory.clone(),
@@ -195,6 +204,7 @@ impl Gateway {
             &data_dir,
             config.devices.claim_code_ttl,
             config.devices.pairing_max,
+            alert_service.clone(),
         )
         .await?;
         let mqtt = broker::start(
@@ -247,7 +257,6 @@ impl Gateway {
             &tasks,
             shutdown.clone(),
         )?;
-        let (alert_service, alert_reloads) = alerts::channel(store.clone(), bus.clone(), config.site.clone());
         let configs = device_config::Configs::new(store.clone(), bus.clone());
         tasks.spawn(device_config::run(configs.clone(), config_events, shutdown.clone()));
         tasks.spawn(alerts::run(alert_service.clone(), alert_reloads, alert_events, shutdown.clone()));
@@ -256,6 +265,7 @@ impl Gateway {
             tasks.spawn(alerts::webhooks::run(
                 config.alerts.webhooks.clone(),
                 config.site.clone(),
+                store.clone(),
                 webhook_stats.clone(),
                 events,
                 shutdown.clone(),

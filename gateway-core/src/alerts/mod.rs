@@ -1,9 +1,11 @@
 //! Alerts: stored when a device raises one, and raised and cleared by gateway rules watching
 //! every reading (Ruuvi tags and LAN telemetry). Each change is announced on the bus, so it is
 //! published on `gatehouse/{site}/alerts` and streamed to the UI; people acknowledge alerts
-//! through the API. The rule logic is pure and lives in [`rules`].
+//! through the API, and it is queued for the alert webhooks ([`outbox`]) in the transaction
+//! that stores it. The rule logic is pure and lives in [`rules`].
 
 pub mod db;
+pub mod outbox;
 pub mod rules;
 pub mod webhooks;
 
@@ -57,13 +59,14 @@ pub struct Alerts {
     bus: Bus,
     site: String,
     reload: mpsc::Sender<()>,
+    outbox: Arc<outbox::Outbox>,
     pub stats: Arc<AlertStats>,
 }
 
 /// Creates the handle and the channel on which [`run`] hears that the rules changed.
-pub fn channel(store: Store, bus: Bus, site: String) -> (Alerts, mpsc::Receiver<()>) {
+pub fn channel(store: Store, bus: Bus, site: String, outbox: Arc<outbox::Outbox>) -> (Alerts, mpsc::Receiver<()>) {
     let (reload, reloads) = mpsc::channel(16);
-    (Alerts { store, bus, site, reload, stats: Arc::default() }, reloads)
+    (Alerts { store, bus, site, reload, outbox, stats: Arc::default() }, reloads)
 }
 
 /// The events [`run`] evaluates rules on. It publishes `Alert`, which it does not take.
@@ -72,22 +75,55 @@ pub fn wants(event: &Event) -> bool {
 }
 
 impl Alerts {
-    /// Stores a new alert and announces it.
-    pub async fn raise(&self, mut alert: AlertRecord) -> Result<AlertRecord, StoreError> {
-        let row = alert.clone();
-        alert.id = self.store.run(move |conn| Ok(db::insert(conn, &row)?)).await?;
+    /// Runs `change` (one of [`db`]'s) and queues the alert it returns for the webhooks, in one
+    /// transaction; then announces it.
+    async fn change(
+        &self,
+        change: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Option<AlertRecord>> + Send + 'static,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        let outbox = self.outbox.clone();
+        let alert = self
+            .store
+            .run(move |conn| {
+                let transaction = conn.unchecked_transaction()?;
+                let alert = change(&transaction)?;
+                if let Some(alert) = &alert {
+                    outbox.enqueue(&transaction, alert)?;
+                }
+                transaction.commit()?;
+                Ok(alert)
+            })
+            .await?;
+        if let Some(alert) = &alert {
+            self.bus.publish(Event::Alert(Arc::new(alert.clone()))).await;
+        }
+        Ok(alert)
+    }
+
+    /// Stores a new alert and announces it (the lifecycle's path for alerts devices send).
+    pub async fn record(&self, alert: AlertRecord) -> Result<AlertRecord, StoreError> {
+        let stored = self
+            .change(move |conn| {
+                let id = db::insert(conn, &alert)?;
+                Ok(Some(AlertRecord { id, ..alert }))
+            })
+            .await?;
+        Ok(stored.expect("an inserted alert"))
+    }
+
+    /// Stores a new alert of a rule and announces it.
+    pub async fn raise(&self, alert: AlertRecord) -> Result<AlertRecord, StoreError> {
+        let alert = self.record(alert).await?;
         self.stats.raised.fetch_add(1, Ordering::Relaxed);
         tracing::info!(device = %alert.device_id, severity = %alert.severity, source = %alert.source, message = %alert.message, "alert raised");
-        self.bus.publish(Event::Alert(Arc::new(alert.clone()))).await;
         Ok(alert)
     }
 
     async fn clear(&self, id: i64) -> Result<(), StoreError> {
         let site = self.site.clone();
-        if let Some(alert) = self.store.run(move |conn| Ok(db::clear(conn, id, now_ms(), &site)?)).await? {
+        if let Some(alert) = self.change(move |conn| db::clear(conn, id, now_ms(), &site)).await? {
             self.stats.cleared.fetch_add(1, Ordering::Relaxed);
             tracing::info!(device = %alert.device_id, source = %alert.source, "alert cleared");
-            self.bus.publish(Event::Alert(Arc::new(alert))).await;
         }
         Ok(())
     }
@@ -95,12 +131,10 @@ impl Alerts {
     pub async fn acknowledge(&self, id: i64, by: &str) -> Result<AlertRecord, AlertError> {
         let (site, by) = (self.site.clone(), by.to_string());
         let alert = self
-            .store
-            .run(move |conn| Ok(db::acknowledge(conn, id, &by, now_ms(), &site)?))
+            .change(move |conn| db::acknowledge(conn, id, &by, now_ms(), &site))
             .await?
             .ok_or(AlertError::UnknownAlert(id))?;
         self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
-        self.bus.publish(Event::Alert(Arc::new(alert.clone()))).await;
         Ok(alert)
     }
 

@@ -1,14 +1,14 @@
 //! Alert webhooks: every alert raised, cleared or acknowledged is POSTed as JSON to each
 //! configured URL, in order per URL, retried with exponential backoff until it is accepted (any
 //! 2xx) or `max_attempts` is spent (then counted as given up). Bodies can be signed with
-//! HMAC-SHA256 so receivers can check they come from this gateway. The queue per URL lives in
-//! memory (bounded): alerts pending delivery when the gateway stops are not re-sent.
+//! HMAC-SHA256 so receivers can check they come from this gateway. The queue per URL is the
+//! [`super::outbox`] table (bounded): what was not delivered when the gateway stopped or was
+//! killed is sent after the restart, with the attempts already made counted.
 //!
 //! The HTTP client is hyper's with hyper-rustls and an explicit ring TLS configuration (the
 //! system's roots, or the hook's `ca_file`), so no process-wide crypto provider is needed.
 //! Webhook URLs often carry a token (Slack, Discord…): logs show only scheme, host and port.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,15 +21,19 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use serde::Serialize;
 use sha2::Sha256;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox::{self, Pending};
 use crate::bus::{AlertRecord, Event, Subscription};
 use crate::config::WebhookConfig;
 use crate::reading::now_ms;
+use crate::store::Store;
 
 /// Deliveries waiting per URL; beyond it the oldest waiting one is dropped (counted).
 const QUEUE_MAX: usize = 1000;
+/// Wait before looking at the outbox again after the database failed (a full disk, say).
+const STORE_RETRY: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default)]
@@ -81,7 +85,8 @@ struct Payload<'a> {
     event: String,
     site: &'a str,
     sent_at: i64,
-    alert: &'a AlertRecord,
+    /// The alert as it was at the change.
+    alert: serde_json::Value,
 }
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -129,15 +134,17 @@ pub fn wants(event: &Event) -> bool {
     matches!(event, Event::Alert(_))
 }
 
-/// Fans alerts out to one delivery task per configured URL.
+/// Starts one delivery task per configured URL, each working through its rows of the outbox,
+/// and wakes the ones an announced alert change is for.
 pub async fn run(
     hooks: Vec<WebhookConfig>,
     site: String,
+    store: Store,
     stats: Arc<WebhookStats>,
     mut events: Subscription,
     shutdown: CancellationToken,
 ) {
-    let mut senders = Vec::new();
+    let mut wakes = Vec::new();
     for hook in hooks {
         let client = match http_client(&hook) {
             Ok(client) => client,
@@ -146,9 +153,11 @@ pub async fn run(
                 continue;
             }
         };
-        let (tx, rx) = mpsc::unbounded_channel::<Arc<AlertRecord>>();
-        senders.push((hook.events.clone(), tx));
-        tokio::spawn(deliver(hook, site.clone(), client, stats.clone(), rx, shutdown.clone()));
+        let wake = Arc::new(Notify::new());
+        wakes.push((hook.events.clone(), wake.clone()));
+        let delivery =
+            Delivery { key: outbox::hook_key(&hook.url), hook, site: site.clone(), client, store: store.clone() };
+        tokio::spawn(delivery.run(stats.clone(), wake, shutdown.clone()));
     }
     loop {
         let event = tokio::select! {
@@ -162,88 +171,120 @@ pub async fn run(
             continue;
         };
         let name = event_name(&alert);
-        for (wanted, sender) in &senders {
+        for (wanted, wake) in &wakes {
             if wanted.iter().any(|e| e == name) {
-                let _ = sender.send(alert.clone());
+                wake.notify_one();
             }
         }
     }
 }
 
-async fn deliver(
+/// One hook's delivery: its outbox rows, oldest first.
+struct Delivery {
     hook: WebhookConfig,
+    key: String,
     site: String,
     client: HttpClient,
-    stats: Arc<WebhookStats>,
-    mut incoming: mpsc::UnboundedReceiver<Arc<AlertRecord>>,
-    shutdown: CancellationToken,
-) {
-    let mut queue: VecDeque<Arc<AlertRecord>> = VecDeque::new();
-    loop {
-        // Take everything that arrived; keep the queue bounded.
-        while let Ok(alert) = incoming.try_recv() {
-            queue.push_back(alert);
-        }
-        while queue.len() > QUEUE_MAX {
-            queue.pop_front();
-            stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-        }
-        let Some(alert) = queue.pop_front() else {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = incoming.recv() => match next {
-                    Some(alert) => { queue.push_back(alert); continue; }
-                    None => return,
-                },
+    store: Store,
+}
+
+impl Delivery {
+    async fn run(self, stats: Arc<WebhookStats>, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let url = loggable_url(&self.hook.url);
+        loop {
+            let key = self.key.clone();
+            let found =
+                self.store.run(move |conn| Ok((outbox::trim(conn, &key, QUEUE_MAX)?, outbox::next(conn, &key)?))).await;
+            let pending = match found {
+                Ok((dropped, pending)) => {
+                    if dropped > 0 {
+                        stats.dropped_queue_full.fetch_add(dropped as u64, Ordering::Relaxed);
+                        tracing::warn!(%url, dropped, "alert webhook queue full: the oldest changes were dropped");
+                    }
+                    pending
+                }
+                Err(error) => {
+                    tracing::warn!(%url, %error, "cannot read the alert webhook queue; retrying in {STORE_RETRY:?}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(STORE_RETRY) => continue,
+                    }
+                }
+            };
+            // A change stored after the query above has already stored a wake-up permit.
+            let Some(pending) = pending else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wake.notified() => continue,
+                }
+            };
+            if !self.deliver(&pending, &url, &stats, &shutdown).await {
+                return;
             }
-        };
+            let id = pending.id;
+            if let Err(error) = self.store.run(move |conn| Ok(outbox::remove(conn, id)?)).await {
+                // Sent again later: receivers de-duplicate by `X-Gatehouse-Delivery`.
+                tracing::warn!(%url, %error, "cannot mark an alert webhook delivery done; it may be sent again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(STORE_RETRY) => {}
+                }
+            }
+        }
+    }
+
+    /// Sends `pending` until it is accepted or its attempts are spent (true), or the gateway
+    /// stops (false: the row stays for the next start).
+    async fn deliver(&self, pending: &Pending, url: &str, stats: &WebhookStats, shutdown: &CancellationToken) -> bool {
+        let alert = serde_json::from_str(&pending.alert).unwrap_or_default();
         let body = serde_json::to_vec(&Payload {
-            event: format!("alert.{}", event_name(&alert)),
-            site: &site,
+            event: format!("alert.{}", pending.event),
+            site: &self.site,
             sent_at: now_ms(),
-            alert: &alert,
+            alert,
         })
         .unwrap_or_default();
-        let url = loggable_url(&hook.url);
         let body = Bytes::from(body);
-        let mut attempt = 1;
+        let mut attempt = pending.attempts + 1;
         loop {
-            let mut request = Request::post(hook.url.as_str())
+            let mut request = Request::post(self.hook.url.as_str())
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::USER_AGENT, concat!("Gatehouse/", env!("CARGO_PKG_VERSION")))
-                .header("X-Gatehouse-Attempt", attempt.to_string());
-            if let Some(secret) = &hook.secret {
+                .header("X-Gatehouse-Attempt", attempt.to_string())
+                .header("X-Gatehouse-Delivery", pending.id.to_string());
+            if let Some(secret) = &self.hook.secret {
                 request = request.header("X-Gatehouse-Signature", signature(secret, &body));
             }
             let outcome = match request.body(Full::new(body.clone())) {
                 Err(error) => Err(format!("cannot build the request: {error}")),
-                Ok(request) => match tokio::time::timeout(hook.timeout, client.request(request)).await {
+                Ok(request) => match tokio::time::timeout(self.hook.timeout, self.client.request(request)).await {
                     Ok(Ok(response)) if response.status().is_success() => Ok(()),
                     Ok(Ok(response)) => Err(format!("answered {}", response.status())),
                     Ok(Err(error)) => Err(describe(&error)),
-                    Err(_) => Err(format!("no answer within {:?}", hook.timeout)),
+                    Err(_) => Err(format!("no answer within {:?}", self.hook.timeout)),
                 },
             };
-            match outcome {
-                Ok(()) => {
-                    stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                Err(why) => {
-                    stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    if attempt >= hook.max_attempts {
-                        stats.given_up.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(%url, alert = alert.id, attempts = attempt, "alert webhook given up: {why}");
-                        break;
-                    }
-                    attempt += 1;
-                    let wait = retry_delay(attempt);
-                    tracing::warn!(%url, alert = alert.id, "alert webhook failed ({why}); attempt {attempt} in {wait:?}");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
+            let Err(why) = outcome else {
+                stats.delivered.fetch_add(1, Ordering::Relaxed);
+                return true;
+            };
+            stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            let alert = pending.alert_id;
+            if attempt >= self.hook.max_attempts {
+                stats.given_up.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%url, alert, attempts = attempt, "alert webhook given up: {why}");
+                return true;
+            }
+            let id = pending.id;
+            if let Err(error) = self.store.run(move |conn| Ok(outbox::count_attempt(conn, id)?)).await {
+                tracing::warn!(%url, %error, "cannot record a failed alert webhook attempt");
+            }
+            attempt += 1;
+            let wait = retry_delay(attempt);
+            tracing::warn!(%url, alert, "alert webhook failed ({why}); attempt {attempt} in {wait:?}");
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -107,6 +107,8 @@ pub struct Lifecycle {
     undelivered: Mutex<HashMap<String, String>>,
     pairing_until: Mutex<Option<i64>>,
     pub catalog: Catalog,
+    /// Where alerts devices send are stored, queued for webhooks and announced.
+    alerts: crate::alerts::Alerts,
     pub stats: Arc<LifecycleStats>,
 }
 
@@ -132,6 +134,7 @@ impl Lifecycle {
         data_dir: &Path,
         code_ttl: Duration,
         max_pairing: Duration,
+        alerts: crate::alerts::Alerts,
     ) -> anyhow::Result<Arc<Lifecycle>> {
         let code_key = load_or_create_secret(&data_dir.join("secrets").join("claim-code.key"))?;
         let catalog = Catalog::default();
@@ -154,6 +157,7 @@ impl Lifecycle {
             undelivered: Mutex::new(HashMap::new()),
             pairing_until: Mutex::new(None),
             catalog,
+            alerts,
             stats: Arc::default(),
         }))
     }
@@ -622,7 +626,7 @@ impl Lifecycle {
                 return;
             }
         };
-        let mut record = crate::bus::AlertRecord {
+        let record = crate::bus::AlertRecord {
             id: 0,
             device_id: device_id.into(),
             site: site.into(),
@@ -638,17 +642,15 @@ impl Lifecycle {
             acknowledged_at: None,
             acknowledged_by: None,
         };
-        let row = record.clone();
-        match self.store.run(move |conn| Ok(crate::alerts::db::insert(conn, &row)?)).await {
-            Ok(id) => record.id = id,
+        let record = match self.alerts.record(record).await {
+            Ok(record) => record,
             Err(error) => {
                 tracing::error!(%error, device = %device_id, "storing an alert failed");
                 return;
             }
-        }
+        };
         self.stats.alerts_recorded.fetch_add(1, Ordering::Relaxed);
         tracing::info!(device = %device_id, severity = %record.severity, message = %record.message, "device alert");
-        self.bus.publish(Event::Alert(Arc::new(record))).await;
     }
 }
 

@@ -172,6 +172,17 @@ const MIGRATIONS: &[&str] = &[
         reported_message TEXT,
         reported_at INTEGER
     );",
+    // 10: alert webhook deliveries waiting, kept across restarts
+    "CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY,
+        hook TEXT NOT NULL,
+        alert_id INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        alert TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX webhook_outbox_hook ON webhook_outbox(hook, id);",
 ];
 
 pub fn schema_version() -> usize {
