@@ -1239,43 +1239,47 @@ async fn the_live_websocket_refuses_foreign_origins() {
 /// MQTT then needs credentials that no browser holds on its own (no cookie, no ambient
 /// authority), so a foreign page gets "not authorized" like any anonymous client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_websockets_refuse_foreign_pages_by_credentials_and_by_origin_when_listed() {
+async fn mqtt_websockets_refuse_pages_of_other_hosts_unless_listed_and_anonymous_pages_always() {
+    // Default: browsers of pages from other hosts are refused at the handshake (counted);
+    // the gateway's own host (its web UI on another port) and clients without an Origin
+    // (devices, tools) are not.
     let daemon = Daemon::start(&[]);
     let url = format!("ws://127.0.0.1:{}/mqtt", daemon.runtime.mqtt_ws.port());
-    // A browser's handshake from a foreign page: what happens at the WebSocket level.
-    let status = websocket_status(&url, Some("http://evil.example"), None, true).await;
-    assert!(status == 101 || status == 403, "{status}");
-    if status == 101 {
-        // The MQTT layer still refuses the page's anonymous CONNECT.
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        use tokio_tungstenite::tungstenite::Message as WsMessage;
-        let mut request = url.as_str().into_client_request().unwrap();
-        request.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
-        request.headers_mut().insert("sec-websocket-protocol", "mqtt".parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        let connect = wire::connect_with(b"MQTT", 4, b"browser-page", None);
-        ws.send(WsMessage::Binary(connect.into())).await.unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer");
-        let bytes = match answer {
-            Some(Ok(WsMessage::Binary(bytes))) => bytes.to_vec(),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(bytes, vec![0x20, 0x02, 0x00, 0x05], "CONNACK not authorized");
-    }
-    let h = health(&daemon).await;
-    assert!(counter(&h, "/mqtt/authFailures") >= 1);
+    let before = health(&daemon).await;
+    assert_eq!(websocket_status(&url, Some("http://evil.example"), None, true).await, 403);
+    assert_eq!(websocket_status(&url, Some("http://127.0.0.1.evil.example"), None, true).await, 403);
+    assert_eq!(websocket_status(&url, Some("null"), None, true).await, 403);
+    assert_eq!(websocket_status(&url, Some("http://127.0.0.1:8080"), None, true).await, 101);
+    assert_eq!(websocket_status(&url, None, None, true).await, 101);
+    let after = health(&daemon).await;
+    let refused = counter(&after, "/mqtt/websocketOriginsRefused") - counter(&before, "/mqtt/websocketOriginsRefused");
+    assert_eq!(refused, 3, "each refused page is counted");
+    assert!(daemon.log().contains("origin=http://evil.example"), "the refused page is logged");
 
-    // With `mqtt.websocket_origins` set, browsers of other pages are refused at the handshake;
-    // listed pages and clients without an Origin (devices, tools) are not.
+    // Listed pages may connect; "*" lets any page reach the MQTT layer, which still refuses
+    // an anonymous CONNECT.
     let daemon = Daemon::start_with_config("[mqtt]\nwebsocket_origins = [\"https://dashboard.lan\"]\n", &[]);
     let url = format!("ws://127.0.0.1:{}/mqtt", daemon.runtime.mqtt_ws.port());
-    let before = counter(&health(&daemon).await, "/mqtt/handshakeFailures");
-    assert_eq!(websocket_status(&url, Some("http://evil.example"), None, true).await, 403);
     assert_eq!(websocket_status(&url, Some("https://dashboard.lan"), None, true).await, 101);
-    assert_eq!(websocket_status(&url, None, None, true).await, 101);
-    let refused = counter(&health(&daemon).await, "/mqtt/handshakeFailures") - before;
-    assert_eq!(refused, 1, "the refused handshake is counted");
+    assert_eq!(websocket_status(&url, Some("http://evil.example"), None, true).await, 403);
+    let daemon = Daemon::start_with_config("[mqtt]\nwebsocket_origins = [\"*\"]\n", &[]);
+    let url = format!("ws://127.0.0.1:{}/mqtt", daemon.runtime.mqtt_ws.port());
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let mut request = url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
+    request.headers_mut().insert("sec-websocket-protocol", "mqtt".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let connect = wire::connect_with(b"MQTT", 4, b"browser-page", None);
+    ws.send(WsMessage::Binary(connect.into())).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer");
+    let bytes = match answer {
+        Some(Ok(WsMessage::Binary(bytes))) => bytes.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(bytes, vec![0x20, 0x02, 0x00, 0x05], "CONNACK not authorized");
+    assert!(counter(&health(&daemon).await, "/mqtt/authFailures") >= 1);
 }
 
 /// A blocking TLS handshake with rustls restricted to `version`, trusting the gateway's CA (PEM)

@@ -240,8 +240,9 @@ pub struct MqttConfig {
     /// MQTT over secure WebSocket; `"off"` disables it.
     #[serde(deserialize_with = "optional_address")]
     pub wss_listen: Option<SocketAddr>,
-    /// Web pages (origins such as `"https://dashboard.lan"`) whose browsers may open MQTT
-    /// WebSockets; empty: any. Clients that send no `Origin` (devices, tools) are not affected.
+    /// Web pages (origins such as `"https://dashboard.lan"`) on other hosts whose browsers may
+    /// open MQTT WebSockets; `"*"`: any page. Pages of the gateway's own host always may, and
+    /// clients that send no `Origin` (devices, tools) are not affected.
     pub websocket_origins: Vec<String>,
     /// Extra DNS names and IP addresses for the generated server certificate (the host name,
     /// `localhost` and the loopback addresses are always included).

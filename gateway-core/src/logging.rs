@@ -1,4 +1,5 @@
-//! Log output via `tracing`: human-readable by default, JSON lines on request, to stderr.
+//! Log output via `tracing`: human-readable by default (coloured at a terminal only), JSON lines
+//! on request, to stderr.
 //! `RUST_LOG` overrides the configured level. Also installs the layer that counts the messages
 //! the broker's router skips for lagging subscribers (whatever the log level).
 
@@ -17,8 +18,11 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
             EnvFilter::try_new(&config.level).map_err(|e| format!("config key `log.level` ({}): {e}", config.level))?
         }
     };
+    // Colours only for a person at a terminal: a log file or the journal would keep the escape
+    // codes, which break grep and log shippers.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let output = match config.format {
-        LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Human => tracing_subscriber::fmt::layer().with_ansi(colours).with_writer(std::io::stderr).boxed(),
         LogFormat::Json => {
             tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
         }

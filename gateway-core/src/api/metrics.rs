@@ -45,6 +45,12 @@ const SERIES: &[(&str, Kind, &str, &str)] = &[
     ),
     ("mqtt_oversized_packets", Kind::Counter, "/mqtt/oversizedPackets", "MQTT packets over the size limit"),
     (
+        "mqtt_websocket_origins_refused",
+        Kind::Counter,
+        "/mqtt/websocketOriginsRefused",
+        "Browser pages of other hosts refused at the MQTT WebSocket handshake",
+    ),
+    (
         "mqtt_dropped_for_slow_subscribers",
         Kind::Counter,
         "/mqtt/droppedForSlowSubscribers",
@@ -265,7 +271,7 @@ mod tests {
             "status": "ok", "uptimeSeconds": 5, "devicesOnline": 3,
             "mqtt": {"clientsConnected": 2, "connectionsAccepted": 7, "connectRefused": 1, "authFailures": 1,
                      "publishesIn": 40, "publishesOut": 41, "publishesDenied": 2, "subscriptionsDenied": 3, "throttled": 0,
-                     "malformedPackets": 0, "oversizedPackets": 0, "droppedForSlowSubscribers": 0, "telemetryRejected": 0},
+                     "malformedPackets": 0, "oversizedPackets": 0, "websocketOriginsRefused": 0, "droppedForSlowSubscribers": 0, "telemetryRejected": 0},
             "pipeline": {"advertisements": 100, "readings": 60, "duplicates": 40, "rejectedMalformed": 1},
             "store": {"rowsWritten": 60, "writeErrors": 0, "queueDepth": 0, "rowsDeletedByRetention": 0},
             "bus": {"lagged": 0},

@@ -51,6 +51,7 @@ pub struct BrokerStats {
     pub(crate) auth_failures: AtomicU64,
     pub(crate) address_limit_refused: AtomicU64,
     pub(crate) handshake_failures: AtomicU64,
+    pub(crate) websocket_origins_refused: AtomicU64,
     pub(crate) publishes_in: AtomicU64,
     pub(crate) publishes_out: AtomicU64,
     pub(crate) publishes_denied: AtomicU64,
@@ -73,6 +74,8 @@ pub struct BrokerSnapshot {
     pub auth_failures: u64,
     pub address_limit_refused: u64,
     pub handshake_failures: u64,
+    /// Browsers of pages that may not open MQTT WebSockets (`mqtt.websocket_origins`).
+    pub websocket_origins_refused: u64,
     pub publishes_in: u64,
     pub publishes_out: u64,
     pub publishes_denied: u64,
@@ -100,6 +103,7 @@ impl BrokerStats {
             auth_failures: get(&self.auth_failures),
             address_limit_refused: get(&self.address_limit_refused),
             handshake_failures: get(&self.handshake_failures),
+            websocket_origins_refused: get(&self.websocket_origins_refused),
             publishes_in: get(&self.publishes_in),
             publishes_out: get(&self.publishes_out),
             publishes_denied: get(&self.publishes_denied),
@@ -369,18 +373,16 @@ async fn serve_transport(
             Ok(Err(error)) => failed("TLS handshake", error.to_string()),
             Err(_) => failed("TLS handshake", "timed out".into()),
         },
-        Transport::Ws => {
-            match tokio::time::timeout(timeout, websocket(stream, &context.config.websocket_origins)).await {
-                Ok(Ok(ws)) => connection::serve(ws, peer, name, None, context, shutdown).await,
-                Ok(Err(error)) => failed("WebSocket upgrade", error.to_string()),
-                Err(_) => failed("WebSocket upgrade", "timed out".into()),
-            }
-        }
+        Transport::Ws => match tokio::time::timeout(timeout, websocket(stream, peer, &context)).await {
+            Ok(Ok(ws)) => connection::serve(ws, peer, name, None, context, shutdown).await,
+            Ok(Err(error)) => failed("WebSocket upgrade", error.to_string()),
+            Err(_) => failed("WebSocket upgrade", "timed out".into()),
+        },
         Transport::Wss => {
             let handshake = async {
                 let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
                 let certificate_user = certificate_user(tls.get_ref().1);
-                let ws = websocket(tls, &context.config.websocket_origins).await.map_err(|e| e.to_string())?;
+                let ws = websocket(tls, peer, &context).await.map_err(|e| e.to_string())?;
                 Ok::<_, String>((ws, certificate_user))
             };
             match tokio::time::timeout(timeout, handshake).await {
@@ -399,21 +401,39 @@ fn certificate_user(connection: &rustls::ServerConnection) -> Option<String> {
     connection.peer_certificates()?.first().and_then(|der| tls::common_name(der))
 }
 
-/// Whether a browser page of `origin` may open an MQTT WebSocket (`allowed` empty: any).
-fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
-    match origin {
-        None => true, // not a browser: devices and tools send no Origin
-        Some(origin) => {
-            allowed.is_empty() || allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-        }
+/// The host of an `Origin` (`scheme://host[:port]`) or `Host` (`host[:port]`) header value,
+/// lower-cased; IPv6 addresses keep their brackets.
+fn host_of(value: &str) -> Option<String> {
+    let authority = value.split_once("://").map_or(value, |(_, rest)| rest);
+    let authority = authority.split('/').next()?;
+    let host = if authority.starts_with('[') {
+        &authority[..=authority.find(']')?]
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether a browser showing a page of `origin` may open an MQTT WebSocket to this gateway,
+/// reached as `host` (the request's `Host`). Pages served by the gateway's own host may; others
+/// only when listed in `allowed` (`"*"`: any page). Devices and tools send no `Origin`.
+fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else { return true };
+    if allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    match (host_of(origin), host.and_then(host_of)) {
+        (Some(page), Some(gateway)) => origin != "null" && page == gateway,
+        _ => false,
     }
 }
 
 /// Upgrades to a WebSocket speaking the `mqtt` subprotocol and returns it as a byte stream;
-/// browsers of pages not in `origins` (when set) get 403.
+/// browsers of pages from other hosts that `mqtt.websocket_origins` does not list get 403.
 async fn websocket<S>(
     stream: S,
-    origins: &[String],
+    peer: SocketAddr,
+    context: &connection::Context,
 ) -> Result<
     ws_stream_tungstenite::WsStream<async_tungstenite::tokio::TokioAdapter<S>>,
     async_tungstenite::tungstenite::Error,
@@ -423,10 +443,20 @@ where
 {
     use async_tungstenite::tungstenite::handshake::server::{Request, Response};
     let negotiate = |request: &Request, mut response: Response| {
-        let origin = request.headers().get("origin").map(|v| v.to_str().unwrap_or("?"));
-        if !origin_allowed(origin, origins) {
+        let header = |name: &str| request.headers().get(name).map(|v| v.to_str().unwrap_or("?"));
+        let origin = header("origin");
+        if !origin_allowed(origin, header("host"), &context.config.websocket_origins) {
+            context.stats.websocket_origins_refused.fetch_add(1, Ordering::Relaxed);
+            let origin = origin.unwrap_or_default();
+            tracing::info!(
+                %peer,
+                %origin,
+                "a browser page from another host tried to open an MQTT WebSocket; refused (list the page in \
+                 mqtt.websocket_origins if it should connect)"
+            );
             let mut refused = async_tungstenite::tungstenite::handshake::server::ErrorResponse::new(Some(
-                "this page's origin may not open MQTT WebSockets (mqtt.websocket_origins)".into(),
+                "pages from other hosts may not open MQTT WebSockets here unless listed in mqtt.websocket_origins"
+                    .into(),
             ));
             *refused.status_mut() = async_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
             return Err(refused);
@@ -462,20 +492,35 @@ mod tests {
     #[test]
     fn websocket_origins() {
         let listed = vec!["https://dashboard.lan".to_string(), "http://192.168.1.5:8080/".to_string()];
-        let cases: &[(Option<&str>, &[String], bool)] = &[
-            (None, &[], true),
-            (Some("http://evil.example"), &[], true),
-            (None, &listed, true),
-            (Some("https://dashboard.lan"), &listed, true),
-            (Some("HTTPS://Dashboard.LAN"), &listed, true),
-            (Some("http://192.168.1.5:8080"), &listed, true),
-            (Some("http://evil.example"), &listed, false),
-            (Some("https://dashboard.lan.evil.example"), &listed, false),
-            (Some("null"), &listed, false),
-            (Some("?"), &listed, false),
+        let any = vec!["*".to_string()];
+        let gateway = Some("192.168.1.20:9001");
+        let cases: &[(Option<&str>, Option<&str>, &[String], bool)] = &[
+            (None, gateway, &[], true),
+            (None, None, &listed, true),
+            // Not listed: only pages of the gateway's own host (its web UI on another port).
+            (Some("http://192.168.1.20:8080"), gateway, &[], true),
+            (Some("https://192.168.1.20"), Some("192.168.1.20"), &[], true),
+            (Some("http://GATEHOUSE.local:8080"), Some("gatehouse.local:9001"), &[], true),
+            (Some("http://[fe80::1]:8080"), Some("[fe80::1]:9001"), &[], true),
+            (Some("http://[fe80::2]:8080"), Some("[fe80::1]:9001"), &[], false),
+            (Some("http://evil.example"), gateway, &[], false),
+            (Some("http://192.168.1.20.evil.example"), gateway, &[], false),
+            (Some("http://192.168.1.21:8080"), gateway, &[], false),
+            (Some("http://192.168.1.20:8080"), None, &[], false),
+            (Some("null"), Some("null"), &[], false),
+            (Some("?"), gateway, &[], false),
+            // Listed pages, and "*".
+            (Some("https://dashboard.lan"), gateway, &listed, true),
+            (Some("HTTPS://Dashboard.LAN"), gateway, &listed, true),
+            (Some("http://192.168.1.5:8080"), gateway, &listed, true),
+            (Some("http://evil.example"), gateway, &listed, false),
+            (Some("https://dashboard.lan.evil.example"), gateway, &listed, false),
+            (Some("null"), gateway, &listed, false),
+            (Some("http://evil.example"), gateway, &any, true),
+            (Some("null"), gateway, &any, true),
         ];
-        for (origin, allowed, expected) in cases {
-            assert_eq!(origin_allowed(*origin, allowed), *expected, "{origin:?} with {allowed:?}");
+        for (origin, host, allowed, expected) in cases {
+            assert_eq!(origin_allowed(*origin, *host, allowed), *expected, "{origin:?} to {host:?} with {allowed:?}");
         }
     }
 }
