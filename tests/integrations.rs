@@ -396,14 +396,18 @@ async fn alert_webhooks_waiting_when_the_gateway_is_killed_are_sent_after_the_re
     .await
     .expect("the alert is sent and refused twice");
     let delivery = header(&refused[0].0, "x-gatehouse-delivery").expect("a delivery id").to_string();
-    let alert_id = serde_json::from_slice::<serde_json::Value>(&refused[0].1).unwrap()["alert"]["id"].clone();
+    let first: serde_json::Value = serde_json::from_slice(&refused[0].1).unwrap();
+    assert_eq!(first["delivery"], delivery.as_str(), "the id is in the signed body too");
+    let alert_id = first["alert"]["id"].clone();
 
     daemon.kill();
-    let waiting: i64 = rusqlite::Connection::open(daemon.database())
+    let (waiting, attempts): (i64, i64) = rusqlite::Connection::open(daemon.database())
         .unwrap()
-        .query_row("SELECT COUNT(*) FROM webhook_outbox", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*), MAX(attempts) FROM webhook_outbox", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     assert_eq!(waiting, 1, "the undelivered change is in the database");
+    // Counted before each request: none made is left uncounted.
+    assert!(attempts >= 2, "{attempts} attempts recorded, 2 seen by the receiver");
     let sent_before_restart = requests.lock().unwrap().len();
     failures.store(0, std::sync::atomic::Ordering::SeqCst);
     daemon.start_again();

@@ -607,7 +607,10 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.into(), reason: reason.into() });
-        for hook in &self.alerts.webhooks {
+        for (index, hook) in self.alerts.webhooks.iter().enumerate() {
+            if self.alerts.webhooks[..index].iter().any(|earlier| earlier.url == hook.url) {
+                return invalid("alerts.webhooks.url", "the same URL twice: use one hook with both events lists");
+            }
             let https = hook.url.starts_with("https://");
             if !(https || hook.url.starts_with("http://")) || hook.url.parse::<reqwest::Url>().is_err() {
                 return invalid("alerts.webhooks.url", "must be an http:// or https:// URL");
@@ -851,6 +854,12 @@ mod tests {
             ("[mqtt]\nlisten = \"nonsense\"\n", &[], "config key `mqtt.listen`"),
             ("[store]\nretention = \"ninety days\"\n", &[], "config key `store.retention`"),
             ("[store]\nretention = \"0s\"\n", &[], "config key `store.retention`"),
+            ("[store]\nretention_interval = \"10ms\"\n", &[], "config key `store.retention_interval`"),
+            (
+                "[[alerts.webhooks]]\nurl = \"http://a/h\"\n[[alerts.webhooks]]\nurl = \"http://a/h\"\n",
+                &[],
+                "the same URL twice",
+            ),
             ("[mqtt]\nlisten_port = 1\n", &[], "unknown field `listen_port`"),
             ("site = \"My Home\"\n", &[], "config key `site`"),
             ("", &[("GATEHOUSE_MQTT_LISTN", "x")], "config key `mqtt.listn`"),

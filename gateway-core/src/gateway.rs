@@ -187,7 +187,9 @@ impl Gateway {
             (!config.upstream.is_empty()).then(|| bus.subscribe_reliable("upstream", 1024, upstream::wants));
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
-        let outbox = Arc::new(alerts::outbox::Outbox::new(&config.alerts.webhooks));
+        alerts::webhooks::check(&config.alerts.webhooks).map_err(anyhow::Error::msg)?;
+        let webhook_stats = Arc::new(alerts::webhooks::WebhookStats::default());
+        let outbox = Arc::new(alerts::outbox::Outbox::new(&config.alerts.webhooks, webhook_stats.clone()));
         let forgotten = {
             let outbox = outbox.clone();
             store.run(move |conn| Ok(outbox.forget_removed_hooks(conn)?)).await?
@@ -260,7 +262,6 @@ impl Gateway {
         let configs = device_config::Configs::new(store.clone(), bus.clone());
         tasks.spawn(device_config::run(configs.clone(), config_events, shutdown.clone()));
         tasks.spawn(alerts::run(alert_service.clone(), alert_reloads, alert_events, shutdown.clone()));
-        let webhook_stats = Arc::new(alerts::webhooks::WebhookStats::default());
         if let Some(events) = webhook_events {
             tasks.spawn(alerts::webhooks::run(
                 config.alerts.webhooks.clone(),

@@ -53,21 +53,29 @@ pub fn get(conn: &Connection, id: i64, site: &str) -> rusqlite::Result<Option<Al
         .optional()
 }
 
-/// Marks an active alert cleared; returns it afterwards.
+/// Marks an active alert cleared; returns it afterwards, or `None` when it was not active (so
+/// nothing is announced twice).
 pub fn clear(conn: &Connection, id: i64, at: i64, site: &str) -> rusqlite::Result<Option<AlertRecord>> {
-    conn.execute(
+    let changed = conn.execute(
         "UPDATE alerts SET state = 'cleared', cleared_at = ?2 WHERE id = ?1 AND state = 'active'",
         params![id, at],
     )?;
+    if changed == 0 {
+        return Ok(None);
+    }
     get(conn, id, site)
 }
 
-/// Records who acknowledged the alert (the first acknowledgement is kept).
+/// Records who acknowledged the alert; returns it afterwards, or `None` when there is no such
+/// alert or it was acknowledged before (the first acknowledgement is kept).
 pub fn acknowledge(conn: &Connection, id: i64, by: &str, at: i64, site: &str) -> rusqlite::Result<Option<AlertRecord>> {
-    conn.execute(
+    let changed = conn.execute(
         "UPDATE alerts SET acknowledged_at = ?2, acknowledged_by = ?3 WHERE id = ?1 AND acknowledged_at IS NULL",
         params![id, at, by],
     )?;
+    if changed == 0 {
+        return Ok(None);
+    }
     get(conn, id, site)
 }
 
@@ -186,4 +194,38 @@ pub fn last_seen(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare("SELECT id, last_seen FROM devices")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_real_change_is_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open_connection(&dir.path().join("t.db")).unwrap();
+        let alert = AlertRecord {
+            id: 0,
+            device_id: "d".into(),
+            site: "home".into(),
+            ts: 1,
+            severity: "warning".into(),
+            code: None,
+            message: "m".into(),
+            source: "device".into(),
+            details: None,
+            state: "active".into(),
+            rule_id: None,
+            cleared_at: None,
+            acknowledged_at: None,
+            acknowledged_by: None,
+        };
+        let id = insert(&conn, &alert).unwrap();
+        let first = acknowledge(&conn, id, "ann", 5, "home").unwrap().expect("acknowledged");
+        assert_eq!(first.acknowledged_by.as_deref(), Some("ann"));
+        assert_eq!(acknowledge(&conn, id, "bob", 6, "home").unwrap(), None, "the first acknowledgement is kept");
+        assert_eq!(clear(&conn, id, 7, "home").unwrap().expect("cleared").state, "cleared");
+        assert_eq!(clear(&conn, id, 8, "home").unwrap(), None, "cleared once");
+        assert_eq!(acknowledge(&conn, 999, "ann", 9, "home").unwrap(), None);
+    }
 }

@@ -76,8 +76,8 @@ pub fn wants(event: &Event) -> bool {
 
 impl Alerts {
     /// Runs `change` (one of [`db`]'s) and queues the alert it returns for the webhooks, in one
-    /// transaction; then announces it.
-    async fn change(
+    /// transaction; then announces it. `None`: nothing changed, nothing is announced.
+    async fn commit_change(
         &self,
         change: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Option<AlertRecord>> + Send + 'static,
     ) -> Result<Option<AlertRecord>, StoreError> {
@@ -87,10 +87,12 @@ impl Alerts {
             .run(move |conn| {
                 let transaction = conn.unchecked_transaction()?;
                 let alert = change(&transaction)?;
-                if let Some(alert) = &alert {
-                    outbox.enqueue(&transaction, alert)?;
-                }
+                let dropped = match &alert {
+                    Some(alert) => outbox.enqueue(&transaction, alert)?,
+                    None => 0,
+                };
                 transaction.commit()?;
+                outbox.count_dropped(dropped);
                 Ok(alert)
             })
             .await?;
@@ -100,10 +102,11 @@ impl Alerts {
         Ok(alert)
     }
 
-    /// Stores a new alert and announces it (the lifecycle's path for alerts devices send).
+    /// Stores a new alert and announces it: alerts devices send (through the lifecycle) and,
+    /// with counting and logging on top, those of rules ([`Alerts::raise`]).
     pub async fn record(&self, alert: AlertRecord) -> Result<AlertRecord, StoreError> {
         let stored = self
-            .change(move |conn| {
+            .commit_change(move |conn| {
                 let id = db::insert(conn, &alert)?;
                 Ok(Some(AlertRecord { id, ..alert }))
             })
@@ -121,21 +124,24 @@ impl Alerts {
 
     async fn clear(&self, id: i64) -> Result<(), StoreError> {
         let site = self.site.clone();
-        if let Some(alert) = self.change(move |conn| db::clear(conn, id, now_ms(), &site)).await? {
+        if let Some(alert) = self.commit_change(move |conn| db::clear(conn, id, now_ms(), &site)).await? {
             self.stats.cleared.fetch_add(1, Ordering::Relaxed);
             tracing::info!(device = %alert.device_id, source = %alert.source, "alert cleared");
         }
         Ok(())
     }
 
+    /// Acknowledges the alert; one acknowledged before is returned as it is (the first
+    /// acknowledgement is kept, nothing is announced again).
     pub async fn acknowledge(&self, id: i64, by: &str) -> Result<AlertRecord, AlertError> {
         let (site, by) = (self.site.clone(), by.to_string());
-        let alert = self
-            .change(move |conn| db::acknowledge(conn, id, &by, now_ms(), &site))
-            .await?
-            .ok_or(AlertError::UnknownAlert(id))?;
-        self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
-        Ok(alert)
+        let acknowledged = self.commit_change(move |conn| db::acknowledge(conn, id, &by, now_ms(), &site)).await?;
+        if let Some(alert) = acknowledged {
+            self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            return Ok(alert);
+        }
+        let site = self.site.clone();
+        self.store.run(move |conn| Ok(db::get(conn, id, &site)?)).await?.ok_or(AlertError::UnknownAlert(id))
     }
 
     pub async fn list(

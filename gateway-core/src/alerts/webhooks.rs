@@ -30,8 +30,6 @@ use crate::config::WebhookConfig;
 use crate::reading::now_ms;
 use crate::store::Store;
 
-/// Deliveries waiting per URL; beyond it the oldest waiting one is dropped (counted).
-const QUEUE_MAX: usize = 1000;
 /// Wait before looking at the outbox again after the database failed (a full disk, say).
 const STORE_RETRY: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
@@ -85,6 +83,9 @@ struct Payload<'a> {
     event: String,
     site: &'a str,
     sent_at: i64,
+    /// The same on every attempt and after a restart (also `X-Gatehouse-Delivery`, but only the
+    /// body is signed): receivers drop repeats by it.
+    delivery: &'a str,
     /// The alert as it was at the change.
     alert: serde_json::Value,
 }
@@ -134,8 +135,17 @@ pub fn wants(event: &Event) -> bool {
     matches!(event, Event::Alert(_))
 }
 
+/// Why no delivery can start for a hook: its HTTP client cannot be built (a bad `ca_file`).
+/// Checked at start, so that a hook's changes are never queued with nobody to send them.
+pub fn check(hooks: &[WebhookConfig]) -> Result<(), String> {
+    for hook in hooks {
+        http_client(hook).map_err(|error| format!("alert webhook {}: {error}", loggable_url(&hook.url)))?;
+    }
+    Ok(())
+}
+
 /// Starts one delivery task per configured URL, each working through its rows of the outbox,
-/// and wakes the ones an announced alert change is for.
+/// and wakes the ones an announced alert change is for. Returns once they have all stopped.
 pub async fn run(
     hooks: Vec<WebhookConfig>,
     site: String,
@@ -145,6 +155,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut wakes = Vec::new();
+    let mut deliveries = tokio::task::JoinSet::new();
     for hook in hooks {
         let client = match http_client(&hook) {
             Ok(client) => client,
@@ -155,18 +166,26 @@ pub async fn run(
         };
         let wake = Arc::new(Notify::new());
         wakes.push((hook.events.clone(), wake.clone()));
-        let delivery =
-            Delivery { key: outbox::hook_key(&hook.url), hook, site: site.clone(), client, store: store.clone() };
-        tokio::spawn(delivery.run(stats.clone(), wake, shutdown.clone()));
+        let delivery = Delivery {
+            key: outbox::hook_key(&hook.url),
+            url: loggable_url(&hook.url),
+            hook,
+            site: site.clone(),
+            client,
+            store: store.clone(),
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+        };
+        deliveries.spawn(delivery.run(wake));
     }
     loop {
         let event = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             event = events.recv() => event,
         };
         let Some(Event::Alert(alert)) = event else {
             if event.is_none() {
-                return;
+                break;
             }
             continue;
         };
@@ -177,57 +196,74 @@ pub async fn run(
             }
         }
     }
+    // A delivery that was accepted is marked done before its task ends.
+    deliveries.join_all().await;
 }
 
 /// One hook's delivery: its outbox rows, oldest first.
 struct Delivery {
     hook: WebhookConfig,
     key: String,
+    /// What logs may show of the URL.
+    url: String,
     site: String,
     client: HttpClient,
     store: Store,
+    stats: Arc<WebhookStats>,
+    shutdown: CancellationToken,
 }
 
 impl Delivery {
-    async fn run(self, stats: Arc<WebhookStats>, wake: Arc<Notify>, shutdown: CancellationToken) {
-        let url = loggable_url(&self.hook.url);
+    async fn run(self, wake: Arc<Notify>) {
         loop {
             let key = self.key.clone();
-            let found =
-                self.store.run(move |conn| Ok((outbox::trim(conn, &key, QUEUE_MAX)?, outbox::next(conn, &key)?))).await;
-            let pending = match found {
-                Ok((dropped, pending)) => {
-                    if dropped > 0 {
-                        stats.dropped_queue_full.fetch_add(dropped as u64, Ordering::Relaxed);
-                        tracing::warn!(%url, dropped, "alert webhook queue full: the oldest changes were dropped");
-                    }
-                    pending
-                }
+            let pending = match self.store.run(move |conn| Ok(outbox::next(conn, &key)?)).await {
+                Ok(pending) => pending,
                 Err(error) => {
-                    tracing::warn!(%url, %error, "cannot read the alert webhook queue; retrying in {STORE_RETRY:?}");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(STORE_RETRY) => continue,
+                    tracing::warn!(url = %self.url, %error, "cannot read the alert webhook queue; retrying in {STORE_RETRY:?}");
+                    if !self.pause(STORE_RETRY).await {
+                        return;
                     }
+                    continue;
                 }
             };
             // A change stored after the query above has already stored a wake-up permit.
             let Some(pending) = pending else {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = self.shutdown.cancelled() => return,
                     _ = wake.notified() => continue,
                 }
             };
-            if !self.deliver(&pending, &url, &stats, &shutdown).await {
+            // Queued before the hook's `events` were narrowed: not sent.
+            let wanted = self.hook.events.contains(&pending.event);
+            if wanted && !self.deliver(&pending).await {
                 return;
             }
-            let id = pending.id;
-            if let Err(error) = self.store.run(move |conn| Ok(outbox::remove(conn, id)?)).await {
-                // Sent again later: receivers de-duplicate by `X-Gatehouse-Delivery`.
-                tracing::warn!(%url, %error, "cannot mark an alert webhook delivery done; it may be sent again");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(STORE_RETRY) => {}
+            if !self.finish(pending.id).await {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps unless the gateway stops first (false).
+    async fn pause(&self, wait: Duration) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    /// Takes the row out of the queue, retrying while the database refuses (a full disk): the
+    /// next row is not looked at before, or this one would be sent again and again.
+    async fn finish(&self, id: i64) -> bool {
+        loop {
+            match self.store.run(move |conn| Ok(outbox::remove(conn, id)?)).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::warn!(url = %self.url, %error, "cannot mark an alert webhook delivery done; retrying in {STORE_RETRY:?}");
+                    if !self.pause(STORE_RETRY).await {
+                        return false;
+                    }
                 }
             }
         }
@@ -235,57 +271,64 @@ impl Delivery {
 
     /// Sends `pending` until it is accepted or its attempts are spent (true), or the gateway
     /// stops (false: the row stays for the next start).
-    async fn deliver(&self, pending: &Pending, url: &str, stats: &WebhookStats, shutdown: &CancellationToken) -> bool {
+    async fn deliver(&self, pending: &Pending) -> bool {
         let alert = serde_json::from_str(&pending.alert).unwrap_or_default();
         let body = serde_json::to_vec(&Payload {
             event: format!("alert.{}", pending.event),
             site: &self.site,
             sent_at: now_ms(),
+            delivery: &pending.delivery,
             alert,
         })
         .unwrap_or_default();
         let body = Bytes::from(body);
-        let mut attempt = pending.attempts + 1;
+        let mut attempt = 0;
         loop {
-            let mut request = Request::post(self.hook.url.as_str())
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::USER_AGENT, concat!("Gatehouse/", env!("CARGO_PKG_VERSION")))
-                .header("X-Gatehouse-Attempt", attempt.to_string())
-                .header("X-Gatehouse-Delivery", pending.id.to_string());
-            if let Some(secret) = &self.hook.secret {
-                request = request.header("X-Gatehouse-Signature", signature(secret, &body));
-            }
-            let outcome = match request.body(Full::new(body.clone())) {
-                Err(error) => Err(format!("cannot build the request: {error}")),
-                Ok(request) => match tokio::time::timeout(self.hook.timeout, self.client.request(request)).await {
-                    Ok(Ok(response)) if response.status().is_success() => Ok(()),
-                    Ok(Ok(response)) => Err(format!("answered {}", response.status())),
-                    Ok(Err(error)) => Err(describe(&error)),
-                    Err(_) => Err(format!("no answer within {:?}", self.hook.timeout)),
-                },
-            };
-            let Err(why) = outcome else {
-                stats.delivered.fetch_add(1, Ordering::Relaxed);
-                return true;
-            };
-            stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            let alert = pending.alert_id;
-            if attempt >= self.hook.max_attempts {
-                stats.given_up.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%url, alert, attempts = attempt, "alert webhook given up: {why}");
-                return true;
-            }
             let id = pending.id;
-            if let Err(error) = self.store.run(move |conn| Ok(outbox::count_attempt(conn, id)?)).await {
-                tracing::warn!(%url, %error, "cannot record a failed alert webhook attempt");
+            attempt = match self.store.run(move |conn| Ok(outbox::begin_attempt(conn, id)?)).await {
+                Ok(counted) => counted,
+                Err(error) => {
+                    tracing::warn!(url = %self.url, %error, "cannot count an alert webhook attempt; sending anyway");
+                    attempt + 1
+                }
+            };
+            let Err(why) = self.send(&body, &pending.delivery, attempt).await else {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                return true;
+            };
+            self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            let (url, alert) = (&self.url, pending.alert_id);
+            if attempt >= self.hook.max_attempts {
+                self.stats.given_up.fetch_add(1, Ordering::Relaxed);
+                let queued_for = Duration::from_millis((now_ms() - pending.queued_at).max(0) as u64 / 1000 * 1000);
+                let queued_for = humantime::format_duration(queued_for);
+                tracing::error!(%url, alert, attempts = attempt, %queued_for, "alert webhook given up: {why}");
+                return true;
             }
-            attempt += 1;
-            let wait = retry_delay(attempt);
-            tracing::warn!(%url, alert, "alert webhook failed ({why}); attempt {attempt} in {wait:?}");
-            tokio::select! {
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(wait) => {}
+            let wait = retry_delay(attempt + 1);
+            tracing::warn!(%url, alert, "alert webhook failed ({why}); attempt {} in {wait:?}", attempt + 1);
+            if !self.pause(wait).await {
+                return false;
             }
+        }
+    }
+
+    /// One POST; `Err` says why it was not accepted.
+    async fn send(&self, body: &Bytes, delivery: &str, attempt: u32) -> Result<(), String> {
+        let mut request = Request::post(self.hook.url.as_str())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, concat!("Gatehouse/", env!("CARGO_PKG_VERSION")))
+            .header("X-Gatehouse-Attempt", attempt.to_string())
+            .header("X-Gatehouse-Delivery", delivery);
+        if let Some(secret) = &self.hook.secret {
+            request = request.header("X-Gatehouse-Signature", signature(secret, body));
+        }
+        let request = request.body(Full::new(body.clone())).map_err(|e| format!("cannot build the request: {e}"))?;
+        match tokio::time::timeout(self.hook.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) if response.status().is_success() => Ok(()),
+            Ok(Ok(response)) => Err(format!("answered {}", response.status())),
+            Ok(Err(error)) => Err(describe(&error)),
+            Err(_) => Err(format!("no answer within {:?}", self.hook.timeout)),
         }
     }
 }

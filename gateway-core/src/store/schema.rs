@@ -175,6 +175,7 @@ const MIGRATIONS: &[&str] = &[
     // 10: alert webhook deliveries waiting, kept across restarts
     "CREATE TABLE webhook_outbox (
         id INTEGER PRIMARY KEY,
+        delivery TEXT NOT NULL UNIQUE,
         hook TEXT NOT NULL,
         alert_id INTEGER NOT NULL,
         event TEXT NOT NULL,
