@@ -1207,6 +1207,59 @@ async fn websocket_status(url: &str, origin: Option<&str>, cookie: Option<&str>,
     }
 }
 
+/// A WebSocket handshake sent to `addr` as if `url`'s host name resolved there (DNS rebinding).
+async fn websocket_status_via(addr: std::net::SocketAddr, url: &str, origin: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("origin", origin.parse().unwrap());
+    request.headers_mut().insert("sec-websocket-protocol", "mqtt".parse().unwrap());
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("{url}: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_rebinds_its_name_to_the_gateway_gets_nothing() {
+    // A loopback install: no login, so the name a request was sent to is all that tells the
+    // gateway's own pages from a page whose name now resolves to this machine.
+    let daemon = Daemon::start(&[]);
+    let http = daemon.runtime.http;
+    let rebound = reqwest::Client::builder().resolve("rebind.example", http).build().unwrap();
+    let page = format!("http://rebind.example:{}", http.port());
+    for path in ["/api/devices", "/api/broker/accounts", "/metrics", "/"] {
+        let response = rebound.get(format!("{page}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        let body: Value = response.json().await.unwrap_or_default();
+        assert_eq!(body["error"]["code"], "unknown_host", "{path}: {body}");
+    }
+    let rule = json!({ "name": "x", "devices": "*", "condition": "silent", "for": "1m" });
+    let response = rebound.post(format!("{page}/api/alert-rules")).header("origin", &page).json(&rule).send().await;
+    assert_eq!(response.unwrap().status(), 403, "a state change from the rebinding page's own origin");
+    assert!(daemon.get_json("/api/alert-rules").await.as_array().unwrap().iter().all(|r| r["name"] != "x"));
+    let ws = daemon.runtime.mqtt_ws;
+    let status = websocket_status_via(ws, &format!("ws://rebind.example:{}/mqtt", ws.port()), &page).await;
+    assert_eq!(status, 403, "the MQTT WebSocket from the rebinding page");
+    assert!(daemon.log().contains("DNS rebinding?"), "the refusal says why");
+
+    // The gateway's own names still work: its address, localhost.
+    for base in [format!("http://{http}"), format!("http://localhost:{}", http.port())] {
+        let response = reqwest::get(format!("{base}/api/devices")).await.unwrap();
+        assert_eq!(response.status(), 200, "{base}");
+    }
+    let own_page = format!("http://127.0.0.1:{}", http.port());
+    let status = websocket_status_via(ws, &format!("ws://127.0.0.1:{}/mqtt", ws.port()), &own_page).await;
+    assert_eq!(status, 101, "the gateway's own page");
+
+    // A name the owner gives the gateway in `http.host_names` is trusted.
+    let named = Daemon::start_with_config("[http]\nhost_names = [\"rebind.example\"]\n", &[]);
+    let client = reqwest::Client::builder().resolve("rebind.example", named.runtime.http).build().unwrap();
+    let response = client.get(format!("http://rebind.example:{}/api/devices", named.runtime.http.port())).send().await;
+    assert_eq!(response.unwrap().status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_websocket_refuses_foreign_origins() {
     let daemon = Daemon::start(&[]);

@@ -286,6 +286,9 @@ pub struct HttpConfig {
     /// The built web UI (`ui/dist`). Empty: next to the binary in a source tree
     /// (`../../ui/dist`), then `../share/gatehouse/ui`, then `/usr/share/gatehouse/ui`.
     pub ui_dir: Option<PathBuf>,
+    /// DNS names the gateway is reached by besides its host name, `<name>.local`, `localhost`
+    /// and `mqtt.tls_names` (see [`crate::origin`]).
+    pub host_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -464,7 +467,7 @@ impl Default for MqttConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: ([127, 0, 0, 1], 8080).into(), require_login: None, ui_dir: None }
+        HttpConfig { listen: ([127, 0, 0, 1], 8080).into(), require_login: None, ui_dir: None, host_names: Vec::new() }
     }
 }
 

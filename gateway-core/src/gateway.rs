@@ -209,12 +209,16 @@ impl Gateway {
             alert_service.clone(),
         )
         .await?;
+        let own_names = crate::origin::OwnNames::new(
+            &config.mqtt.tls_names.iter().chain(&config.http.host_names).cloned().collect::<Vec<_>>(),
+        );
         let mqtt = broker::start(
             &config.mqtt,
             &data_dir,
             bus.clone(),
             directory.clone(),
             lifecycle.catalog.clone(),
+            own_names.clone(),
             &tasks,
             shutdown.clone(),
         )
@@ -446,6 +450,7 @@ impl Gateway {
             heard,
             ui_dir: ui_dir.clone(),
             web_auth: web_auth.clone(),
+            own_names: Arc::new(own_names),
             settings: Arc::new(api::settings_summary(&config, &data_dir, login_required)),
             config: Arc::new(config.clone()),
             upstreams,

@@ -21,6 +21,7 @@ pub mod lockout;
 pub mod logging;
 pub mod memory;
 pub mod motion;
+pub mod origin;
 pub mod pipeline;
 pub mod private_file;
 pub mod reading;

@@ -68,6 +68,8 @@ pub struct ApiState {
     pub ui_dir: Option<std::path::PathBuf>,
     /// Logins and sessions for the API and the UI.
     pub web_auth: std::sync::Arc<WebAuth>,
+    /// The names the gateway may be reached by without a login (DNS rebinding defence).
+    pub own_names: std::sync::Arc<crate::origin::OwnNames>,
     /// The running configuration, for the settings page (no secrets).
     pub settings: std::sync::Arc<serde_json::Value>,
     /// The configuration the gateway started with (to check settings changes against).
@@ -174,46 +176,4 @@ pub(crate) fn actor(headers: &HeaderMap, peer: &std::net::SocketAddr) -> String 
     let client = headers.get("x-gatehouse-client").and_then(|v| v.to_str().ok()).unwrap_or("api");
     let client: String = client.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
     format!("{client}@{}", peer.ip())
-}
-
-/// True unless a browser page from another origin makes the request. Non-browser clients send
-/// no Origin header; a browser always does for WebSocket upgrades.
-pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get("origin") else {
-        return true;
-    };
-    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), headers.get("host").map(|h| h.to_str())) else {
-        return false;
-    };
-    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-    origin_host == Some(host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn origin_table() {
-        let cases = [
-            (None, Some("127.0.0.1:8080"), true),
-            (Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), true),
-            (Some("https://gw.local"), Some("gw.local"), true),
-            (Some("http://evil.example"), Some("127.0.0.1:8080"), false),
-            (Some("http://127.0.0.1:8081"), Some("127.0.0.1:8080"), false),
-            (Some("null"), Some("127.0.0.1:8080"), false),
-            (Some("http://127.0.0.1:8080"), None, false),
-        ];
-        for (origin, host, expected) in cases {
-            let mut headers = HeaderMap::new();
-            if let Some(o) = origin {
-                headers.insert("origin", HeaderValue::from_static(o));
-            }
-            if let Some(h) = host {
-                headers.insert("host", HeaderValue::from_static(h));
-            }
-            assert_eq!(same_origin(&headers), expected, "{origin:?} {host:?}");
-        }
-    }
 }

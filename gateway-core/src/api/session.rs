@@ -33,7 +33,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::extract::Query;
-use super::{same_origin, ApiError, ApiState};
+use super::{ApiError, ApiState};
 use crate::auth::constant_time_eq;
 use crate::lockout::{LockoutPolicy, Lockouts};
 
@@ -174,14 +174,43 @@ fn with_cookie(mut response: Response, token: &str, max_age: u64) -> Response {
     response
 }
 
-/// Applied to every request: cross-origin refusal, then the session check for `/api/…`.
+/// True unless a browser page from another origin makes the request. Non-browser clients send
+/// no Origin header; a browser always does for WebSocket upgrades.
+fn same_origin(headers: &HeaderMap, own: &crate::origin::OwnNames) -> bool {
+    let Some(origin) = headers.get("origin") else {
+        return true;
+    };
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default();
+    origin.to_str().is_ok_and(|origin| crate::origin::same_origin(origin, host, own))
+}
+
+/// Applied to every request: a name that may have been rebound (without a login), cross-origin
+/// refusal, then the session check for `/api/…`.
 pub async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    // Without a login, anything that reaches the listener is trusted, so a page that rebinds
+    // its own name to this machine must not get through: only names that cannot be rebound.
+    if !state.web_auth.required {
+        let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let host = host.and_then(crate::origin::host_of);
+        if !host.as_deref().is_some_and(|host| state.own_names.trusts(host)) {
+            tracing::info!(
+                host = host.as_deref().unwrap_or("?"),
+                "refused a request for a name this gateway does not know (DNS rebinding?); add the name to \
+                 http.host_names if it is yours"
+            );
+            return ApiError::forbidden(
+                "unknown_host",
+                "this gateway is not reached by that name; use its address, or add the name to http.host_names",
+            )
+            .into_response();
+        }
+    }
     let path = request.uri().path();
     // `/metrics` is API too: counters are for the gateway's owner, not everyone on the LAN.
     let api = path == "/api" || path.starts_with("/api/") || path == "/metrics";
     let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let websocket = request.headers().contains_key(header::UPGRADE);
-    if api && (changes_state || websocket) && !same_origin(request.headers()) {
+    if api && (changes_state || websocket) && !same_origin(request.headers(), &state.own_names) {
         return ApiError::forbidden("foreign_origin", "requests from other origins are refused").into_response();
     }
     // The broker's CA certificate is public (no key) and devices fetch it before they have any

@@ -44,6 +44,8 @@ pub(super) struct Context {
     pub flaps: FlapTracker,
     /// Declared telemetry fields of active LAN devices.
     pub catalog: Catalog,
+    /// The names browsers may reach the WebSocket listeners by as the gateway's own pages.
+    pub own_names: crate::origin::OwnNames,
 }
 
 /// Why a session ended; decides whether the will is published.

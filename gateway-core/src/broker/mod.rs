@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Directory;
 use crate::bus::{Bus, Event};
 use crate::config::MqttConfig;
+use crate::origin::OwnNames;
 use crate::topics;
 use limits::{AddressGuard, FlapTracker};
 
@@ -192,6 +193,7 @@ pub async fn start(
     bus: Bus,
     directory: Arc<Directory>,
     catalog: crate::lifecycle::Catalog,
+    own_names: crate::origin::OwnNames,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Broker> {
@@ -232,6 +234,7 @@ pub async fn start(
             ban: config.flap_ban,
         }),
         catalog,
+        own_names,
     });
     drops::attach(sessions.clone());
     let guard = AddressGuard::default();
@@ -401,31 +404,14 @@ fn certificate_user(connection: &rustls::ServerConnection) -> Option<String> {
     connection.peer_certificates()?.first().and_then(|der| tls::common_name(der))
 }
 
-/// The host of an `Origin` (`scheme://host[:port]`) or `Host` (`host[:port]`) header value,
-/// lower-cased; IPv6 addresses keep their brackets.
-fn host_of(value: &str) -> Option<String> {
-    let authority = value.split_once("://").map_or(value, |(_, rest)| rest);
-    let authority = authority.split('/').next()?;
-    let host = if authority.starts_with('[') {
-        &authority[..=authority.find(']')?]
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(host, _)| host)
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
-}
-
 /// Whether a browser showing a page of `origin` may open an MQTT WebSocket to this gateway,
-/// reached as `host` (the request's `Host`). Pages served by the gateway's own host may; others
-/// only when listed in `allowed` (`"*"`: any page). Devices and tools send no `Origin`.
-fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+/// reached as `host` (the request's `Host`). Pages the gateway's own host served may
+/// ([`crate::origin::same_host`]); others only when listed in `allowed` (`"*"`: any page).
+/// Devices and tools send no `Origin`.
+fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String], own: &OwnNames) -> bool {
     let Some(origin) = origin else { return true };
-    if allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    match (host_of(origin), host.and_then(host_of)) {
-        (Some(page), Some(gateway)) => origin != "null" && page == gateway,
-        _ => false,
-    }
+    allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        || host.is_some_and(|host| crate::origin::same_host(origin, host, own))
 }
 
 /// Upgrades to a WebSocket speaking the `mqtt` subprotocol and returns it as a byte stream;
@@ -445,7 +431,7 @@ where
     let negotiate = |request: &Request, mut response: Response| {
         let header = |name: &str| request.headers().get(name).map(|v| v.to_str().unwrap_or("?"));
         let origin = header("origin");
-        if !origin_allowed(origin, header("host"), &context.config.websocket_origins) {
+        if !origin_allowed(origin, header("host"), &context.config.websocket_origins, &context.own_names) {
             context.stats.websocket_origins_refused.fetch_add(1, Ordering::Relaxed);
             let origin = origin.unwrap_or_default();
             tracing::info!(
@@ -494,6 +480,7 @@ mod tests {
         let listed = vec!["https://dashboard.lan".to_string(), "http://192.168.1.5:8080/".to_string()];
         let any = vec!["*".to_string()];
         let gateway = Some("192.168.1.20:9001");
+        let own = crate::origin::OwnNames::new(&["gatehouse.local".to_string()]);
         let cases: &[(Option<&str>, Option<&str>, &[String], bool)] = &[
             (None, gateway, &[], true),
             (None, None, &listed, true),
@@ -509,6 +496,8 @@ mod tests {
             (Some("http://192.168.1.20:8080"), None, &[], false),
             (Some("null"), Some("null"), &[], false),
             (Some("?"), gateway, &[], false),
+            // DNS rebinding: the attacker's name now points at the gateway.
+            (Some("http://rebind.example:8080"), Some("rebind.example:9001"), &[], false),
             // Listed pages, and "*".
             (Some("https://dashboard.lan"), gateway, &listed, true),
             (Some("HTTPS://Dashboard.LAN"), gateway, &listed, true),
@@ -520,7 +509,11 @@ mod tests {
             (Some("null"), gateway, &any, true),
         ];
         for (origin, host, allowed, expected) in cases {
-            assert_eq!(origin_allowed(*origin, *host, allowed), *expected, "{origin:?} to {host:?} with {allowed:?}");
+            assert_eq!(
+                origin_allowed(*origin, *host, allowed, &own),
+                *expected,
+                "{origin:?} to {host:?} with {allowed:?}"
+            );
         }
     }
 }

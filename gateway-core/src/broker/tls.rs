@@ -168,7 +168,7 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
 }
 
 /// localhost, the loopback addresses, this host's name (and `<name>.local`), plus configured ones.
-fn server_names(extra: &[String]) -> Vec<String> {
+pub(crate) fn server_names(extra: &[String]) -> Vec<String> {
     let mut names: BTreeSet<String> = ["localhost", "127.0.0.1", "::1"].iter().map(|s| s.to_string()).collect();
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let host = host.trim().to_lowercase();
