@@ -307,3 +307,45 @@ async fn a_step_far_forward_pauses_retention_instead_of_erasing_the_history() {
     assert!(stored_readings(daemon, i64::MAX) >= 3 + 4, "and those after it stored");
     assert!(daemon.log().contains("deleting old readings is paused"), "the pause is logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_with_its_clock_far_ahead_keeps_the_history() {
+    let Some(library) = libfaketime() else { return };
+    let config = "[store]\nretention = \"1d\"\nretention_interval = \"1s\"\n";
+    let mut gateway = SteppedDaemon::start(&library, config, &[]);
+    let receiver = gateway.daemon.account("kitchen-gw", "receiver", &[]).await;
+    const TAG: &str = "CB:B8:33:4C:88:52";
+    for sequence in 1..=3 {
+        assert_eq!(post_tags(gateway.daemon.runtime.ingest, &receiver, &[(TAG, sequence)]).await, 200);
+    }
+    const DAY_MS: i64 = 24 * HOUR_MS;
+    let before_start = real_now_ms() + DAY_MS;
+    let stored = eventually(Duration::from_secs(10), async || {
+        (stored_readings(&gateway.daemon, before_start) == 3).then_some(())
+    });
+    assert!(stored.await.is_some(), "3 readings stored");
+
+    // Stopped, and started again with the clock three days ahead (a bad real-time clock at
+    // boot): no step is seen while running, but every stored reading looks older than a day.
+    gateway.daemon.stop();
+    std::fs::write(gateway.offset_file.path(), format!("+{}\n", 3 * DAY_MS / 1000)).unwrap();
+    gateway.daemon.start_again();
+    let daemon = &gateway.daemon;
+    let mut sequence = 4;
+    let paused = eventually(Duration::from_secs(10), async || {
+        post_tags(daemon.runtime.ingest, &receiver, &[(TAG, sequence)]).await;
+        sequence += 1;
+        let store = daemon.get_json("/api/health").await["store"].clone();
+        store["retentionPausedUntil"].as_i64().map(|_| store)
+    })
+    .await;
+    let store = paused.expect("retention paused at the start");
+    for _ in 0..4 {
+        post_tags(daemon.runtime.ingest, &receiver, &[(TAG, sequence)]).await;
+        sequence += 1;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert_eq!(daemon.get_json("/api/health").await["store"]["rowsDeletedByRetention"], 0, "{store:#}");
+    assert_eq!(stored_readings(daemon, before_start), 3, "the readings from before the start are kept");
+    assert!(daemon.log().contains("every stored reading is older than the retention"), "the pause is logged");
+}

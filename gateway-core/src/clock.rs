@@ -50,6 +50,46 @@ impl StepDetector {
     }
 }
 
+/// Milliseconds since boot, suspend included (Linux `CLOCK_BOOTTIME`; elsewhere the monotonic
+/// clock, which may stop during a suspend).
+pub fn since_boot_ms() -> i64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `time` is a valid, writable timespec; CLOCK_BOOTTIME exists since Linux 2.6.39.
+        if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut time) } == 0 {
+            return time.tv_sec as i64 * 1000 + time.tv_nsec as i64 / 1_000_000;
+        }
+    }
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as i64
+}
+
+/// Like [`StepDetector`], but a suspend is not a step: it compares the wall clock with
+/// [`since_boot_ms`], which keeps counting while the machine sleeps. For decisions a laptop's
+/// night must not trigger (pausing retention).
+#[derive(Debug)]
+pub struct StepDetectorAcrossSuspend {
+    wall: i64,
+    boot: i64,
+}
+
+impl Default for StepDetectorAcrossSuspend {
+    fn default() -> Self {
+        StepDetectorAcrossSuspend { wall: now_ms(), boot: since_boot_ms() }
+    }
+}
+
+impl StepDetectorAcrossSuspend {
+    /// The step (ms, negative when the clock went back) since the last call, if there was one.
+    pub fn check(&mut self) -> Option<i64> {
+        let (wall, boot) = (now_ms(), since_boot_ms());
+        let step = step_between(wall - self.wall, boot - self.boot);
+        (self.wall, self.boot) = (wall, boot);
+        step
+    }
+}
+
 /// Steps seen while the gateway runs (health report `clock`).
 #[derive(Debug, Default)]
 pub struct ClockStats {

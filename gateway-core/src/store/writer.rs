@@ -16,14 +16,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::{open_connection, schema::MEASUREMENT_COLUMNS, StoreError};
 use crate::bus::{Bus, Event, LanTelemetry, Subscription};
-use crate::clock::StepDetector;
+use crate::clock::{since_boot_ms, StepDetectorAcrossSuspend};
 use crate::config::StoreConfig;
 use crate::reading::{now_ms, ruuvi_kind, Reading};
 
-/// Retention deletes by the wall clock, so a clock stepped far forward (a bad real-time clock, a
-/// mistyped date) would make the whole history look old and delete it at the next run. After a
-/// step forward of more than an hour retention waits a day: time for NTP or a person to put the
-/// clock right, while a step that was right only means old readings go a day late.
+/// Retention deletes by the wall clock, so a clock far ahead (a bad real-time clock, a mistyped
+/// date) would make the whole history look old and delete it at the next run. After a step
+/// forward of more than an hour, or a start at which every stored reading looks older than the
+/// retention, retention waits a day: time for NTP or a person to put the clock right, while a
+/// clock that was right only means old readings go a day late. A clock still wrong a day later
+/// is followed.
 const RETENTION_PAUSE_AFTER_STEP: Duration = Duration::from_secs(24 * 3600);
 const RETENTION_PAUSING_STEP_MS: i64 = 3_600_000;
 /// Short enough that saving resumes within seconds once disk space is back.
@@ -178,9 +180,78 @@ struct Retention {
     every: Duration,
 }
 
-/// Whether a step of the clock (ms, as [`StepDetector`] reports it) pauses retention.
+/// Whether a step of the clock (ms, as [`StepDetectorAcrossSuspend`] reports it) pauses
+/// retention.
 fn pauses_retention(step_ms: i64) -> bool {
     step_ms > RETENTION_PAUSING_STEP_MS
+}
+
+/// Whether the clock at start (`now`) makes every stored reading look older than the retention
+/// (`newest_stored`: the latest time a device was seen before this start): the gateway was off
+/// that long, or its clock is far ahead (a bad real-time clock at boot).
+fn start_pauses_retention(now: i64, newest_stored: Option<i64>, keep: Duration) -> bool {
+    newest_stored.is_some_and(|newest| newest < now - keep.as_millis() as i64)
+}
+
+/// When retention runs: every `every`, except for a day after the clock looked wrong. Times
+/// are measured since boot, suspend included, so a laptop's sleep neither looks like a step
+/// nor stretches the pause.
+struct RetentionSchedule {
+    keep: Duration,
+    every: Duration,
+    last_run: Option<i64>,
+    paused_until: Option<i64>,
+    clock: StepDetectorAcrossSuspend,
+}
+
+impl RetentionSchedule {
+    fn new(retention: Retention, newest_stored: Option<i64>, stats: &StoreStats) -> RetentionSchedule {
+        let mut schedule = RetentionSchedule {
+            keep: retention.keep,
+            every: retention.every,
+            last_run: None,
+            paused_until: None,
+            clock: StepDetectorAcrossSuspend::default(),
+        };
+        if start_pauses_retention(now_ms(), newest_stored, retention.keep) {
+            schedule.pause(stats);
+            tracing::warn!(
+                newest_reading_ms = newest_stored,
+                "every stored reading is older than the retention: the gateway was off that long, or the clock is \
+                 far ahead; deleting old readings is paused for a day (check the system time)"
+            );
+        }
+        schedule
+    }
+
+    fn pause(&mut self, stats: &StoreStats) {
+        self.paused_until = Some(since_boot_ms() + RETENTION_PAUSE_AFTER_STEP.as_millis() as i64);
+        let until = now_ms() + RETENTION_PAUSE_AFTER_STEP.as_millis() as i64;
+        stats.retention_paused_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Whether retention runs now.
+    fn due(&mut self, stats: &StoreStats) -> bool {
+        if let Some(step_ms) = self.clock.check().filter(|&step| pauses_retention(step)) {
+            self.pause(stats);
+            tracing::warn!(
+                step_ms,
+                "the clock stepped forward; deleting old readings is paused for a day so a wrong clock \
+                 cannot erase the history at once (check the system time if this step was not expected)"
+            );
+        }
+        let now = since_boot_ms();
+        if self.paused_until.is_some_and(|until| now >= until) {
+            self.paused_until = None;
+            stats.retention_paused_until.store(0, Ordering::Relaxed);
+        }
+        let due =
+            self.paused_until.is_none() && self.last_run.is_none_or(|at| now - at >= self.every.as_millis() as i64);
+        if due {
+            self.last_run = Some(now);
+        }
+        due
+    }
 }
 
 fn write_loop(
@@ -190,10 +261,9 @@ fn write_loop(
     stats: Arc<StoreStats>,
     shutdown: CancellationToken,
 ) {
+    let newest_stored = conn.query_row("SELECT MAX(last_seen) FROM devices", [], |r| r.get(0)).unwrap_or(None);
+    let mut schedule = RetentionSchedule::new(retention, newest_stored, &stats);
     let mut writer = Writer::new(conn);
-    let mut last_retention: Option<std::time::Instant> = None;
-    let mut clock = StepDetector::default();
-    let mut retention_paused_until: Option<std::time::Instant> = None;
     while let Some(batch) = batches.blocking_recv() {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -233,31 +303,16 @@ fn write_loop(
                 }
             }
         }
-        if let Some(step_ms) = clock.check().filter(|&step| pauses_retention(step)) {
-            retention_paused_until = Some(std::time::Instant::now() + RETENTION_PAUSE_AFTER_STEP);
-            let until = now_ms() + RETENTION_PAUSE_AFTER_STEP.as_millis() as i64;
-            stats.retention_paused_until.store(until, Ordering::Relaxed);
-            tracing::warn!(
-                step_ms,
-                "the clock stepped forward; deleting old readings is paused for a day so a wrong clock \
-                 cannot erase the history (check the system time if this step was not expected)"
-            );
-        }
-        if retention_paused_until.is_some_and(|until| std::time::Instant::now() >= until) {
-            retention_paused_until = None;
-            stats.retention_paused_until.store(0, Ordering::Relaxed);
-        }
-        if retention_paused_until.is_none() && last_retention.is_none_or(|at| at.elapsed() >= retention.every) {
-            last_retention = Some(std::time::Instant::now());
-            match apply_retention(&writer.conn, retention.keep) {
+        if schedule.due(&stats) {
+            match apply_retention(&writer.conn, schedule.keep) {
                 Ok(deleted) => {
                     stats.rows_deleted_by_retention.fetch_add(deleted, Ordering::Relaxed);
                     if deleted > 0 {
-                        tracing::info!(deleted, retention = ?retention.keep, "old readings deleted");
+                        tracing::info!(deleted, retention = ?schedule.keep, "old readings deleted");
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, every = ?retention.every, "retention cleanup failed; will retry")
+                    tracing::warn!(%error, every = ?schedule.every, "retention cleanup failed; will retry")
                 }
             }
         }
@@ -522,6 +577,22 @@ mod tests {
         assert_eq!(apply_retention(&conn, Duration::from_secs(7 * 86_400)).unwrap(), 1);
         let left: f64 = conn.query_row("SELECT temperature FROM readings", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 2.0);
+    }
+
+    #[test]
+    fn a_start_pauses_retention_when_every_stored_reading_looks_too_old() {
+        let keep = Duration::from_secs(86_400);
+        let now = 10 * 86_400_000;
+        let cases = [
+            (None, false, "nothing stored"),
+            (Some(now - 1_000), false, "seen a second ago"),
+            (Some(now - 86_400_000 + 1), false, "just inside the retention"),
+            (Some(now - 86_400_001), true, "just outside: off for a day, or the clock is ahead"),
+            (Some(now + 5_000), false, "seen in the future: the clock went back, nothing looks old"),
+        ];
+        for (newest, pauses, case) in cases {
+            assert_eq!(start_pauses_retention(now, newest, keep), pauses, "{case}");
+        }
     }
 
     #[test]
