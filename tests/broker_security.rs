@@ -494,10 +494,28 @@ async fn a_devices_own_filters_keep_a_small_window_and_shared_filters_the_config
     let lab = daemon.account("lab", "service", &[("lab/#", "readwrite"), ("devices/home/d1/commands", "write")]).await;
     let stalled_device = stalled_subscriber(addr, "d1", &device, "devices/home/d1/commands").await;
     let stalled_service = stalled_subscriber(addr, "lab-reader", &lab, "lab/flood").await;
+    let publisher = Client::connect(options_as("flooder", addr, &lab)).await;
+
+    // A device that reads gets a message larger than its window whole, and a burst after it.
+    let d2 = daemon.account("d2", "device", &[]).await;
+    let lab2 = daemon.account("lab2", "service", &[("devices/home/d2/commands", "write")]).await;
+    let mut reader = Client::connect(options_as("d2", addr, &d2)).await;
+    reader.subscribe_many(&["devices/home/d2/commands"]).await;
+    let sender = Client::connect(options_as("lab2", addr, &lab2)).await;
+    let mut sent = vec![vec![b'L'; 15 * 1024]];
+    sent.extend((0..3u8).map(|i| vec![b'0' + i; 200]));
+    for payload in &sent {
+        sender.client.publish("devices/home/d2/commands", QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+    }
+    for (i, payload) in sent.iter().enumerate() {
+        let message = tokio::time::timeout(Duration::from_secs(5), reader.messages.recv()).await;
+        let message = message.unwrap_or_else(|_| panic!("message {i} reached the device")).unwrap();
+        assert_eq!(message.payload.len(), payload.len(), "message {i} whole");
+        assert_eq!(&message.payload[..], &payload[..], "message {i} in order");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // 2 MB on each: more than 2 × 4 KiB plus what the sockets buffer, less than 4 × 1 MiB.
-    let publisher = Client::connect(options_as("flooder", addr, &lab)).await;
     let payload = vec![b'x'; 1000];
     for _ in 0..2_000 {
         publisher.client.publish("devices/home/d1/commands", QoS::AtMostOnce, false, payload.clone()).await.unwrap();

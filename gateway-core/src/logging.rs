@@ -18,11 +18,14 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
             EnvFilter::try_new(&config.level).map_err(|e| format!("config key `log.level` ({}): {e}", config.level))?
         }
     };
-    // Colours only for a person at a terminal: a log file or the journal would keep the escape
-    // codes, which break grep and log shippers.
-    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    // Never colours into a log file or the journal, whose escape codes break grep and log
+    // shippers; at a terminal, tracing-subscriber's default (which honours NO_COLOR).
+    let mut human = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        human = human.with_ansi(false);
+    }
     let output = match config.format {
-        LogFormat::Human => tracing_subscriber::fmt::layer().with_ansi(colours).with_writer(std::io::stderr).boxed(),
+        LogFormat::Human => human.boxed(),
         LogFormat::Json => {
             tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
         }

@@ -378,21 +378,23 @@ async fn serve_transport(
         },
         Transport::Ws => match tokio::time::timeout(timeout, websocket(stream, peer, &context)).await {
             Ok(Ok(ws)) => connection::serve(ws, peer, name, None, context, shutdown).await,
-            Ok(Err(error)) => failed("WebSocket upgrade", error.to_string()),
+            Ok(Err(None)) => {}
+            Ok(Err(Some(error))) => failed("WebSocket upgrade", error.to_string()),
             Err(_) => failed("WebSocket upgrade", "timed out".into()),
         },
         Transport::Wss => {
             let handshake = async {
-                let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+                let tls = acceptor.accept(stream).await.map_err(|e| Some(e.to_string()))?;
                 let certificate_user = certificate_user(tls.get_ref().1);
-                let ws = websocket(tls, peer, &context).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>((ws, certificate_user))
+                let ws = websocket(tls, peer, &context).await.map_err(|e| e.map(|e| e.to_string()))?;
+                Ok::<_, Option<String>>((ws, certificate_user))
             };
             match tokio::time::timeout(timeout, handshake).await {
                 Ok(Ok((ws, certificate_user))) => {
                     connection::serve(ws, peer, name, certificate_user, context, shutdown).await
                 }
-                Ok(Err(error)) => failed("secure WebSocket handshake", error),
+                Ok(Err(None)) => {}
+                Ok(Err(Some(error))) => failed("secure WebSocket handshake", error),
                 Err(_) => failed("secure WebSocket handshake", "timed out".into()),
             }
         }
@@ -416,30 +418,41 @@ fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String], 
 
 /// Upgrades to a WebSocket speaking the `mqtt` subprotocol and returns it as a byte stream;
 /// browsers of pages from other hosts that `mqtt.websocket_origins` does not list get 403.
+/// `Err(None)`: a page refused by its origin (counted in `websocketOriginsRefused` and logged,
+/// not a handshake failure); `Err(Some(_))`: the handshake failed.
 async fn websocket<S>(
     stream: S,
     peer: SocketAddr,
     context: &connection::Context,
 ) -> Result<
     ws_stream_tungstenite::WsStream<async_tungstenite::tokio::TokioAdapter<S>>,
-    async_tungstenite::tungstenite::Error,
+    Option<async_tungstenite::tungstenite::Error>,
 >
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use async_tungstenite::tungstenite::handshake::server::{Request, Response};
+    // The page picks its origin and may retry in a loop: a refusal is logged at INFO at most
+    // once a minute, at DEBUG otherwise.
+    static LAST_LOGGED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+    let refused_origin = std::sync::atomic::AtomicBool::new(false);
     let negotiate = |request: &Request, mut response: Response| {
         let header = |name: &str| request.headers().get(name).map(|v| v.to_str().unwrap_or("?"));
         let origin = header("origin");
         if !origin_allowed(origin, header("host"), &context.config.websocket_origins, &context.own_names) {
             context.stats.websocket_origins_refused.fetch_add(1, Ordering::Relaxed);
+            refused_origin.store(true, Ordering::Relaxed);
             let origin = origin.unwrap_or_default();
-            tracing::info!(
-                %peer,
-                %origin,
-                "a browser page from another host tried to open an MQTT WebSocket; refused (list the page in \
-                 mqtt.websocket_origins if it should connect)"
-            );
+            let message = "a browser page from another host tried to open an MQTT WebSocket; refused (list the \
+                           page in mqtt.websocket_origins if it should connect)";
+            let (now, last) = (crate::reading::now_ms(), LAST_LOGGED.load(Ordering::Relaxed));
+            let loud = now.saturating_sub(last) >= 60_000
+                && LAST_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+            if loud {
+                tracing::info!(%peer, %origin, "{message}");
+            } else {
+                tracing::debug!(%peer, %origin, "{message}");
+            }
             let mut refused = async_tungstenite::tungstenite::handshake::server::ErrorResponse::new(Some(
                 "pages from other hosts may not open MQTT WebSockets here unless listed in mqtt.websocket_origins"
                     .into(),
@@ -459,8 +472,11 @@ where
         }
         Ok(response)
     };
-    let ws = async_tungstenite::tokio::accept_hdr_async(stream, negotiate).await?;
-    Ok(ws_stream_tungstenite::WsStream::new(ws))
+    match async_tungstenite::tokio::accept_hdr_async(stream, negotiate).await {
+        Ok(ws) => Ok(ws_stream_tungstenite::WsStream::new(ws)),
+        Err(_) if refused_origin.load(Ordering::Relaxed) => Err(None),
+        Err(error) => Err(Some(error)),
+    }
 }
 
 #[cfg(test)]
