@@ -348,4 +348,19 @@ async fn a_gateway_started_with_its_clock_far_ahead_keeps_the_history() {
     assert_eq!(daemon.get_json("/api/health").await["store"]["rowsDeletedByRetention"], 0, "{store:#}");
     assert_eq!(stored_readings(daemon, before_start), 3, "the readings from before the start are kept");
     assert!(daemon.log().contains("every stored reading is older than the retention"), "the pause is logged");
+
+    // Restarted during the pause, the clock still ahead: devices were seen "recently" now, so
+    // only the saved pause keeps the history.
+    gateway.daemon.stop();
+    gateway.daemon.start_again();
+    let daemon = &gateway.daemon;
+    for _ in 0..5 {
+        post_tags(daemon.runtime.ingest, &receiver, &[(TAG, sequence)]).await;
+        sequence += 1;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    let store = daemon.get_json("/api/health").await["store"].clone();
+    assert!(store["retentionPausedUntil"].as_i64().is_some(), "still paused after the restart: {store:#}");
+    assert_eq!(store["rowsDeletedByRetention"], 0, "{store:#}");
+    assert_eq!(stored_readings(daemon, before_start), 3, "kept across the restart");
 }

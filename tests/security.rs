@@ -1253,6 +1253,18 @@ async fn a_page_that_rebinds_its_name_to_the_gateway_gets_nothing() {
     let status = websocket_status_via(ws, &format!("ws://127.0.0.1:{}/mqtt", ws.port()), &own_page).await;
     assert_eq!(status, 101, "the gateway's own page");
 
+    // A LAN install (with a login) reached by a name nobody listed, such as the router's DNS:
+    // its own pages may still log in (the session cookie never goes to another name).
+    let lan = Daemon::start_with_config("[http]\nrequire_login = true\n", &[]);
+    let client = reqwest::Client::builder().resolve("pi.fritz.box", lan.runtime.http).build().unwrap();
+    let page = format!("http://pi.fritz.box:{}", lan.runtime.http.port());
+    let login = json!({ "password": "not-the-password-42" });
+    let response = client.post(format!("{page}/api/auth/login")).header("origin", &page).json(&login).send().await;
+    let response = response.unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or_default();
+    assert!(status != 403, "a login install's own page under an unlisted name: {status} {body}");
+
     // A name the owner gives the gateway in `http.host_names` is trusted.
     let named = Daemon::start_with_config("[http]\nhost_names = [\"rebind.example\"]\n", &[]);
     let client = reqwest::Client::builder().resolve("rebind.example", named.runtime.http).build().unwrap();

@@ -90,6 +90,31 @@ impl StepDetectorAcrossSuspend {
     }
 }
 
+/// Lets one event through per minute of time since boot: for log lines a remote party can
+/// repeat at will (and a clock step must not silence).
+#[derive(Debug)]
+pub struct OncePerMinute {
+    last: AtomicI64,
+}
+
+impl OncePerMinute {
+    pub const fn new() -> OncePerMinute {
+        OncePerMinute { last: AtomicI64::new(i64::MIN) }
+    }
+
+    pub fn allow(&self) -> bool {
+        let (now, last) = (since_boot_ms(), self.last.load(Ordering::Relaxed));
+        now.saturating_sub(last) >= 60_000
+            && self.last.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
+impl Default for OncePerMinute {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Steps seen while the gateway runs (health report `clock`).
 #[derive(Debug, Default)]
 pub struct ClockStats {
@@ -163,6 +188,14 @@ mod tests {
         for (wall, steady, expected) in cases {
             assert_eq!(step_between(wall, steady), expected, "wall {wall} steady {steady}");
         }
+    }
+
+    #[test]
+    fn once_per_minute_lets_the_first_through_then_holds() {
+        let gate = OncePerMinute::new();
+        assert!(gate.allow());
+        assert!(!gate.allow());
+        assert!(!gate.allow());
     }
 
     #[test]

@@ -123,11 +123,13 @@ pub fn next(conn: &Connection, hook: &str) -> rusqlite::Result<Option<Pending>> 
 }
 
 /// Counts an attempt before it is made, so one cut short by a crash still counts; returns its
-/// number (1, 2, …, across restarts).
-pub fn begin_attempt(conn: &Connection, id: i64) -> rusqlite::Result<u32> {
+/// number (1, 2, …, across restarts), or `None` when the row is gone (dropped by the bound
+/// while it was being retried).
+pub fn begin_attempt(conn: &Connection, id: i64) -> rusqlite::Result<Option<u32>> {
     conn.query_row("UPDATE webhook_outbox SET attempts = attempts + 1 WHERE id = ?1 RETURNING attempts", [id], |r| {
         r.get(0)
     })
+    .optional()
 }
 
 /// Delivered or given up.
@@ -185,9 +187,10 @@ mod tests {
         assert_eq!((first.alert_id, first.event.as_str()), (7, "raised"));
         let record: serde_json::Value = serde_json::from_str(&first.alert).unwrap();
         assert_eq!(record["state"], "active");
-        assert_eq!(begin_attempt(&conn, first.id).unwrap(), 1);
-        assert_eq!(begin_attempt(&conn, first.id).unwrap(), 2, "attempts are kept");
+        assert_eq!(begin_attempt(&conn, first.id).unwrap(), Some(1));
+        assert_eq!(begin_attempt(&conn, first.id).unwrap(), Some(2), "attempts are kept");
         remove(&conn, first.id).unwrap();
+        assert_eq!(begin_attempt(&conn, first.id).unwrap(), None, "a row that is gone");
         assert_eq!(next(&conn, &a).unwrap().unwrap().event, "cleared");
         assert_eq!(next(&conn, &b).unwrap().unwrap().event, "acknowledged");
         assert_eq!(next(&conn, "nobody").unwrap(), None);

@@ -32,6 +32,8 @@ use crate::store::Store;
 
 /// Wait before looking at the outbox again after the database failed (a full disk, say).
 const STORE_RETRY: Duration = Duration::from_secs(5);
+/// How often an idle delivery looks at its queue without being woken.
+const QUEUE_RECHECK: Duration = Duration::from_secs(60);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default)]
@@ -196,8 +198,15 @@ pub async fn run(
             }
         }
     }
-    // A delivery that was accepted is marked done before its task ends.
-    deliveries.join_all().await;
+    // Publishers must not wait on a subscription nobody reads any more.
+    drop(events);
+    // A delivery that was accepted is marked done before its task ends; a request in flight is
+    // abandoned at shutdown (its row stays and is sent after the restart).
+    while let Some(ended) = deliveries.join_next().await {
+        if let Err(error) = ended {
+            tracing::error!(%error, "an alert webhook delivery task failed");
+        }
+    }
 }
 
 /// One hook's delivery: its outbox rows, oldest first.
@@ -227,11 +236,14 @@ impl Delivery {
                     continue;
                 }
             };
-            // A change stored after the query above has already stored a wake-up permit.
+            // A change stored after the query above has already stored a wake-up permit. The
+            // wake comes from the bus announcement after the commit; should that never come (the
+            // announcing request was dropped in between), the queue is looked at every minute.
             let Some(pending) = pending else {
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return,
                     _ = wake.notified() => continue,
+                    _ = tokio::time::sleep(QUEUE_RECHECK) => continue,
                 }
             };
             // Queued before the hook's `events` were narrowed: not sent.
@@ -286,13 +298,25 @@ impl Delivery {
         loop {
             let id = pending.id;
             attempt = match self.store.run(move |conn| Ok(outbox::begin_attempt(conn, id)?)).await {
-                Ok(counted) => counted,
+                Ok(Some(counted)) => counted,
+                // Dropped by the queue's bound while it was retried (counted there).
+                Ok(None) => return true,
                 Err(error) => {
                     tracing::warn!(url = %self.url, %error, "cannot count an alert webhook attempt; sending anyway");
                     attempt + 1
                 }
             };
-            let Err(why) = self.send(&body, &pending.delivery, attempt).await else {
+            if attempt > self.hook.max_attempts {
+                // Its last allowed attempt was cut short by a stop, or `max_attempts` was lowered.
+                self.stats.given_up.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(url = %self.url, alert = pending.alert_id, "alert webhook given up: no attempts left");
+                return true;
+            }
+            let sent = tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                sent = self.send(&body, &pending.delivery, attempt) => sent,
+            };
+            let Err(why) = sent else {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 return true;
             };

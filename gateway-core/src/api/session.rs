@@ -176,12 +176,12 @@ fn with_cookie(mut response: Response, token: &str, max_age: u64) -> Response {
 
 /// True unless a browser page from another origin makes the request. Non-browser clients send
 /// no Origin header; a browser always does for WebSocket upgrades.
-fn same_origin(headers: &HeaderMap, own: &crate::origin::OwnNames) -> bool {
+fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get("origin") else {
         return true;
     };
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default();
-    origin.to_str().is_ok_and(|origin| crate::origin::same_origin(origin, host, own))
+    origin.to_str().is_ok_and(|origin| crate::origin::same_origin(origin, host))
 }
 
 /// Applied to every request: a name that may have been rebound (without a login), cross-origin
@@ -193,11 +193,16 @@ pub async fn guard(State(state): State<ApiState>, request: Request, next: Next) 
         let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
         let host = host.and_then(crate::origin::host_of);
         if !host.as_deref().is_some_and(|host| state.own_names.trusts(host)) {
-            tracing::info!(
-                host = host.as_deref().unwrap_or("?"),
-                "refused a request for a name this gateway does not know (DNS rebinding?); add the name to \
-                 http.host_names if it is yours"
-            );
+            // A page can repeat this at will: INFO at most once a minute.
+            static LOUD: crate::clock::OncePerMinute = crate::clock::OncePerMinute::new();
+            let host = host.as_deref().unwrap_or("?");
+            let message = "refused a request for a name this gateway does not know (DNS rebinding?); add the name \
+                           to http.host_names if it is yours";
+            if LOUD.allow() {
+                tracing::info!(host, "{message}");
+            } else {
+                tracing::debug!(host, "{message}");
+            }
             return ApiError::forbidden(
                 "unknown_host",
                 "this gateway is not reached by that name; use its address, or add the name to http.host_names",
@@ -210,7 +215,7 @@ pub async fn guard(State(state): State<ApiState>, request: Request, next: Next) 
     let api = path == "/api" || path.starts_with("/api/") || path == "/metrics";
     let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let websocket = request.headers().contains_key(header::UPGRADE);
-    if api && (changes_state || websocket) && !same_origin(request.headers(), &state.own_names) {
+    if api && (changes_state || websocket) && !same_origin(request.headers()) {
         return ApiError::forbidden("foreign_origin", "requests from other origins are refused").into_response();
     }
     // The broker's CA certificate is public (no key) and devices fetch it before they have any

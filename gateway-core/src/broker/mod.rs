@@ -434,7 +434,7 @@ where
     use async_tungstenite::tungstenite::handshake::server::{Request, Response};
     // The page picks its origin and may retry in a loop: a refusal is logged at INFO at most
     // once a minute, at DEBUG otherwise.
-    static LAST_LOGGED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+    static LOUD: crate::clock::OncePerMinute = crate::clock::OncePerMinute::new();
     let refused_origin = std::sync::atomic::AtomicBool::new(false);
     let negotiate = |request: &Request, mut response: Response| {
         let header = |name: &str| request.headers().get(name).map(|v| v.to_str().unwrap_or("?"));
@@ -445,10 +445,7 @@ where
             let origin = origin.unwrap_or_default();
             let message = "a browser page from another host tried to open an MQTT WebSocket; refused (list the \
                            page in mqtt.websocket_origins if it should connect)";
-            let (now, last) = (crate::reading::now_ms(), LAST_LOGGED.load(Ordering::Relaxed));
-            let loud = now.saturating_sub(last) >= 60_000
-                && LAST_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
-            if loud {
+            if LOUD.allow() {
                 tracing::info!(%peer, %origin, "{message}");
             } else {
                 tracing::debug!(%peer, %origin, "{message}");

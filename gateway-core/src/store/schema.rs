@@ -172,7 +172,7 @@ const MIGRATIONS: &[&str] = &[
         reported_message TEXT,
         reported_at INTEGER
     );",
-    // 10: alert webhook deliveries waiting, kept across restarts
+    // 10: alert webhook deliveries waiting, and a retention pause, kept across restarts
     "CREATE TABLE webhook_outbox (
         id INTEGER PRIMARY KEY,
         delivery TEXT NOT NULL UNIQUE,
@@ -183,7 +183,11 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0
     );
-    CREATE INDEX webhook_outbox_hook ON webhook_outbox(hook, id);",
+    CREATE INDEX webhook_outbox_hook ON webhook_outbox(hook, id);
+    CREATE TABLE retention_pause (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        until INTEGER NOT NULL
+    );",
 ];
 
 pub fn schema_version() -> usize {

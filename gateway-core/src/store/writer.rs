@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -195,7 +195,8 @@ fn start_pauses_retention(now: i64, newest_stored: Option<i64>, keep: Duration) 
 
 /// When retention runs: every `every`, except for a day after the clock looked wrong. Times
 /// are measured since boot, suspend included, so a laptop's sleep neither looks like a step
-/// nor stretches the pause.
+/// nor stretches the pause. The pause is kept in the database (`retention_pause`): a restart
+/// during it, with the clock still ahead, must not delete what it protects.
 struct RetentionSchedule {
     keep: Duration,
     every: Duration,
@@ -205,7 +206,7 @@ struct RetentionSchedule {
 }
 
 impl RetentionSchedule {
-    fn new(retention: Retention, newest_stored: Option<i64>, stats: &StoreStats) -> RetentionSchedule {
+    fn new(retention: Retention, conn: &Connection, stats: &StoreStats) -> RetentionSchedule {
         let mut schedule = RetentionSchedule {
             keep: retention.keep,
             every: retention.every,
@@ -213,27 +214,49 @@ impl RetentionSchedule {
             paused_until: None,
             clock: StepDetectorAcrossSuspend::default(),
         };
-        if start_pauses_retention(now_ms(), newest_stored, retention.keep) {
-            schedule.pause(stats);
+        let now = now_ms();
+        let saved: Option<i64> =
+            conn.query_row("SELECT until FROM retention_pause", [], |r| r.get(0)).optional().unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot read the saved retention pause");
+                None
+            });
+        // A clock put back since then does not stretch the pause beyond a day.
+        let remaining = saved.map(|until| (until - now).min(RETENTION_PAUSE_AFTER_STEP.as_millis() as i64));
+        if let Some(remaining) = remaining.filter(|&ms| ms > 0) {
+            schedule.pause_for(remaining, conn, stats);
+            tracing::info!(remaining_ms = remaining, "deleting old readings stays paused (the clock looked wrong)");
+            return schedule;
+        }
+        let newest_stored = conn
+            .query_row("SELECT MAX(last_seen) FROM devices", [], |r| r.get(0))
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot read when devices were last seen; retention runs without the start check");
+                None
+            });
+        if start_pauses_retention(now, newest_stored, retention.keep) {
+            schedule.pause_for(RETENTION_PAUSE_AFTER_STEP.as_millis() as i64, conn, stats);
             tracing::warn!(
                 newest_reading_ms = newest_stored,
                 "every stored reading is older than the retention: the gateway was off that long, or the clock is \
-                 far ahead; deleting old readings is paused for a day (check the system time)"
+                 far ahead; deleting old readings is paused for a day (check the system time if it was not off)"
             );
         }
         schedule
     }
 
-    fn pause(&mut self, stats: &StoreStats) {
-        self.paused_until = Some(since_boot_ms() + RETENTION_PAUSE_AFTER_STEP.as_millis() as i64);
-        let until = now_ms() + RETENTION_PAUSE_AFTER_STEP.as_millis() as i64;
+    fn pause_for(&mut self, ms: i64, conn: &Connection, stats: &StoreStats) {
+        self.paused_until = Some(since_boot_ms() + ms);
+        let until = now_ms() + ms;
         stats.retention_paused_until.store(until, Ordering::Relaxed);
+        if let Err(error) = conn.execute("INSERT OR REPLACE INTO retention_pause (id, until) VALUES (1, ?1)", [until]) {
+            tracing::warn!(%error, "cannot save the retention pause; a restart would end it");
+        }
     }
 
     /// Whether retention runs now.
-    fn due(&mut self, stats: &StoreStats) -> bool {
+    fn due(&mut self, conn: &Connection, stats: &StoreStats) -> bool {
         if let Some(step_ms) = self.clock.check().filter(|&step| pauses_retention(step)) {
-            self.pause(stats);
+            self.pause_for(RETENTION_PAUSE_AFTER_STEP.as_millis() as i64, conn, stats);
             tracing::warn!(
                 step_ms,
                 "the clock stepped forward; deleting old readings is paused for a day so a wrong clock \
@@ -244,6 +267,9 @@ impl RetentionSchedule {
         if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;
             stats.retention_paused_until.store(0, Ordering::Relaxed);
+            if let Err(error) = conn.execute("DELETE FROM retention_pause", []) {
+                tracing::warn!(%error, "cannot clear the saved retention pause");
+            }
         }
         let due =
             self.paused_until.is_none() && self.last_run.is_none_or(|at| now - at >= self.every.as_millis() as i64);
@@ -261,8 +287,7 @@ fn write_loop(
     stats: Arc<StoreStats>,
     shutdown: CancellationToken,
 ) {
-    let newest_stored = conn.query_row("SELECT MAX(last_seen) FROM devices", [], |r| r.get(0)).unwrap_or(None);
-    let mut schedule = RetentionSchedule::new(retention, newest_stored, &stats);
+    let mut schedule = RetentionSchedule::new(retention, &conn, &stats);
     let mut writer = Writer::new(conn);
     while let Some(batch) = batches.blocking_recv() {
         let mut backoff = Duration::from_millis(100);
@@ -303,7 +328,7 @@ fn write_loop(
                 }
             }
         }
-        if schedule.due(&stats) {
+        if schedule.due(&writer.conn, &stats) {
             match apply_retention(&writer.conn, schedule.keep) {
                 Ok(deleted) => {
                     stats.rows_deleted_by_retention.fetch_add(deleted, Ordering::Relaxed);
