@@ -130,6 +130,29 @@ pub struct AlertRecord {
     pub acknowledged_by: Option<String>,
 }
 
+#[cfg(test)]
+impl AlertRecord {
+    /// An active device alert with placeholder text, for tests to adjust.
+    pub fn example(state: &str, cleared_at: Option<i64>, acknowledged_at: Option<i64>) -> AlertRecord {
+        AlertRecord {
+            id: 1,
+            device_id: "d".into(),
+            site: "home".into(),
+            ts: 1,
+            severity: "warning".into(),
+            code: None,
+            message: "m".into(),
+            source: "device".into(),
+            details: None,
+            state: state.into(),
+            rule_id: None,
+            cleared_at,
+            acknowledged_at,
+            acknowledged_by: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct OutgoingMessage {
     pub topic: String,

@@ -204,22 +204,7 @@ mod tests {
     fn only_a_real_change_is_returned() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open_connection(&dir.path().join("t.db")).unwrap();
-        let alert = AlertRecord {
-            id: 0,
-            device_id: "d".into(),
-            site: "home".into(),
-            ts: 1,
-            severity: "warning".into(),
-            code: None,
-            message: "m".into(),
-            source: "device".into(),
-            details: None,
-            state: "active".into(),
-            rule_id: None,
-            cleared_at: None,
-            acknowledged_at: None,
-            acknowledged_by: None,
-        };
+        let alert = AlertRecord::example("active", None, None);
         let id = insert(&conn, &alert).unwrap();
         let first = acknowledge(&conn, id, "ann", 5, "home").unwrap().expect("acknowledged");
         assert_eq!(first.acknowledged_by.as_deref(), Some("ann"));

@@ -148,22 +148,7 @@ mod tests {
     }
 
     fn alert(id: i64, state: &str, acknowledged_at: Option<i64>) -> AlertRecord {
-        AlertRecord {
-            id,
-            device_id: "d".into(),
-            site: "home".into(),
-            ts: 1,
-            severity: "warning".into(),
-            code: None,
-            message: "m".into(),
-            source: "device".into(),
-            details: None,
-            state: state.into(),
-            rule_id: None,
-            cleared_at: (state == "cleared").then_some(2),
-            acknowledged_at,
-            acknowledged_by: None,
-        }
+        AlertRecord { id, ..AlertRecord::example(state, (state == "cleared").then_some(2), acknowledged_at) }
     }
 
     fn database() -> (tempfile::TempDir, Connection) {

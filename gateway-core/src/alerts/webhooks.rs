@@ -362,22 +362,7 @@ mod tests {
     use super::*;
 
     fn alert(state: &str, cleared_at: Option<i64>, acknowledged_at: Option<i64>) -> AlertRecord {
-        AlertRecord {
-            id: 1,
-            device_id: "d".into(),
-            site: "home".into(),
-            ts: 0,
-            severity: "warning".into(),
-            code: None,
-            message: "m".into(),
-            source: "device".into(),
-            details: None,
-            state: state.into(),
-            rule_id: None,
-            cleared_at,
-            acknowledged_at,
-            acknowledged_by: None,
-        }
+        AlertRecord::example(state, cleared_at, acknowledged_at)
     }
 
     #[test]
