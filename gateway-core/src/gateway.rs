@@ -187,7 +187,7 @@ impl Gateway {
             (!config.upstream.is_empty()).then(|| bus.subscribe_reliable("upstream", 1024, upstream::wants));
 
         let directory = Directory::load(store.clone(), bus.clone()).await?;
-        alerts::webhooks::check(&config.alerts.webhooks).map_err(anyhow::Error::msg)?;
+        let webhooks = alerts::webhooks::prepare(&config.alerts.webhooks).map_err(anyhow::Error::msg)?;
         let webhook_stats = Arc::new(alerts::webhooks::WebhookStats::default());
         let outbox = Arc::new(alerts::outbox::Outbox::new(&config.alerts.webhooks, webhook_stats.clone()));
         let forgotten = {
@@ -268,7 +268,7 @@ impl Gateway {
         tasks.spawn(alerts::run(alert_service.clone(), alert_reloads, alert_events, shutdown.clone()));
         if let Some(events) = webhook_events {
             tasks.spawn(alerts::webhooks::run(
-                config.alerts.webhooks.clone(),
+                webhooks,
                 config.site.clone(),
                 store.clone(),
                 webhook_stats.clone(),

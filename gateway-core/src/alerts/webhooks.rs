@@ -137,19 +137,28 @@ pub fn wants(event: &Event) -> bool {
     matches!(event, Event::Alert(_))
 }
 
-/// Why no delivery can start for a hook: its HTTP client cannot be built (a bad `ca_file`).
-/// Checked at start, so that a hook's changes are never queued with nobody to send them.
-pub fn check(hooks: &[WebhookConfig]) -> Result<(), String> {
-    for hook in hooks {
-        http_client(hook).map_err(|error| format!("alert webhook {}: {error}", loggable_url(&hook.url)))?;
-    }
-    Ok(())
+/// A configured hook with its HTTP client.
+pub struct Webhook {
+    config: WebhookConfig,
+    client: HttpClient,
+}
+
+/// Builds each hook's HTTP client, once, at start. An error names the hook whose client cannot
+/// be built (a bad `ca_file`): the start fails rather than queue changes nobody can send.
+pub fn prepare(hooks: &[WebhookConfig]) -> Result<Vec<Webhook>, String> {
+    hooks
+        .iter()
+        .map(|hook| match http_client(hook) {
+            Ok(client) => Ok(Webhook { config: hook.clone(), client }),
+            Err(error) => Err(format!("alert webhook {}: {error}", loggable_url(&hook.url))),
+        })
+        .collect()
 }
 
 /// Starts one delivery task per configured URL, each working through its rows of the outbox,
 /// and wakes the ones an announced alert change is for. Returns once they have all stopped.
 pub async fn run(
-    hooks: Vec<WebhookConfig>,
+    hooks: Vec<Webhook>,
     site: String,
     store: Store,
     stats: Arc<WebhookStats>,
@@ -158,14 +167,7 @@ pub async fn run(
 ) {
     let mut wakes = Vec::new();
     let mut deliveries = tokio::task::JoinSet::new();
-    for hook in hooks {
-        let client = match http_client(&hook) {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(url = %loggable_url(&hook.url), %error, "this alert webhook is off: its HTTP client cannot be built");
-                continue;
-            }
-        };
+    for Webhook { config: hook, client } in hooks {
         let wake = Arc::new(Notify::new());
         wakes.push((hook.events.clone(), wake.clone()));
         let delivery = Delivery {
