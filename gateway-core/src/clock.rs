@@ -26,28 +26,46 @@ pub fn step_between(wall_elapsed_ms: i64, steady_elapsed_ms: i64) -> Option<i64>
     (step.abs() > tolerance).then_some(step)
 }
 
-/// Compares the wall clock with the monotonic clock since its last call.
+/// Compares the wall clock with a steady reference clock since its last call: the monotonic
+/// clock ([`StepDetector::default`]), or the time since boot ([`StepDetector::across_suspend`]).
 #[derive(Debug)]
 pub struct StepDetector {
     wall: i64,
-    steady: Instant,
+    steady: i64,
+    steady_now: fn() -> i64,
 }
 
 impl Default for StepDetector {
     fn default() -> Self {
-        StepDetector { wall: now_ms(), steady: Instant::now() }
+        StepDetector::against(monotonic_ms)
     }
 }
 
 impl StepDetector {
+    /// A suspend is not a step: the reference is [`since_boot_ms`], which keeps counting while
+    /// the machine sleeps. For decisions a laptop's night must not trigger (pausing retention).
+    pub fn across_suspend() -> Self {
+        StepDetector::against(since_boot_ms)
+    }
+
+    fn against(steady_now: fn() -> i64) -> Self {
+        StepDetector { wall: now_ms(), steady: steady_now(), steady_now }
+    }
+
     /// The step (ms, negative when the clock went back) since the last call, if there was one.
     pub fn check(&mut self) -> Option<i64> {
-        let (wall, steady) = (now_ms(), Instant::now());
-        let steady_elapsed = steady.duration_since(self.steady).as_millis() as i64;
-        let step = step_between(wall - self.wall, steady_elapsed);
+        let (wall, steady) = (now_ms(), (self.steady_now)());
+        let step = step_between(wall - self.wall, steady - self.steady);
         (self.wall, self.steady) = (wall, steady);
         step
     }
+}
+
+/// Milliseconds of the monotonic clock since this process first asked (it stops during a
+/// suspend).
+fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as i64
 }
 
 /// Milliseconds since boot, suspend included (Linux `CLOCK_BOOTTIME`; elsewhere the monotonic
@@ -61,33 +79,7 @@ pub fn since_boot_ms() -> i64 {
             return time.tv_sec as i64 * 1000 + time.tv_nsec as i64 / 1_000_000;
         }
     }
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as i64
-}
-
-/// Like [`StepDetector`], but a suspend is not a step: it compares the wall clock with
-/// [`since_boot_ms`], which keeps counting while the machine sleeps. For decisions a laptop's
-/// night must not trigger (pausing retention).
-#[derive(Debug)]
-pub struct StepDetectorAcrossSuspend {
-    wall: i64,
-    boot: i64,
-}
-
-impl Default for StepDetectorAcrossSuspend {
-    fn default() -> Self {
-        StepDetectorAcrossSuspend { wall: now_ms(), boot: since_boot_ms() }
-    }
-}
-
-impl StepDetectorAcrossSuspend {
-    /// The step (ms, negative when the clock went back) since the last call, if there was one.
-    pub fn check(&mut self) -> Option<i64> {
-        let (wall, boot) = (now_ms(), since_boot_ms());
-        let step = step_between(wall - self.wall, boot - self.boot);
-        (self.wall, self.boot) = (wall, boot);
-        step
-    }
+    monotonic_ms()
 }
 
 /// Lets one event through per minute of time since boot: for log lines a remote party can

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{open_connection, schema::MEASUREMENT_COLUMNS, StoreError};
 use crate::bus::{Bus, Event, LanTelemetry, Subscription};
-use crate::clock::{since_boot_ms, StepDetectorAcrossSuspend};
+use crate::clock::{since_boot_ms, StepDetector};
 use crate::config::StoreConfig;
 use crate::reading::{now_ms, ruuvi_kind, Reading};
 
@@ -175,12 +175,13 @@ async fn collect(
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 struct Retention {
     keep: Duration,
     every: Duration,
 }
 
-/// Whether a step of the clock (ms, as [`StepDetectorAcrossSuspend`] reports it) pauses
+/// Whether a step of the clock (ms, as [`StepDetector::across_suspend`] reports it) pauses
 /// retention.
 fn pauses_retention(step_ms: i64) -> bool {
     step_ms > RETENTION_PAUSING_STEP_MS
@@ -198,22 +199,17 @@ fn start_pauses_retention(now: i64, newest_stored: Option<i64>, keep: Duration) 
 /// nor stretches the pause. The pause is kept in the database (`retention_pause`): a restart
 /// during it, with the clock still ahead, must not delete what it protects.
 struct RetentionSchedule {
-    keep: Duration,
-    every: Duration,
+    retention: Retention,
     last_run: Option<i64>,
     paused_until: Option<i64>,
-    clock: StepDetectorAcrossSuspend,
+    clock: StepDetector,
 }
 
 impl RetentionSchedule {
     fn new(retention: Retention, conn: &Connection, stats: &StoreStats) -> RetentionSchedule {
-        let mut schedule = RetentionSchedule {
-            keep: retention.keep,
-            every: retention.every,
-            last_run: None,
-            paused_until: None,
-            clock: StepDetectorAcrossSuspend::default(),
-        };
+        let keep = retention.keep;
+        let mut schedule =
+            RetentionSchedule { retention, last_run: None, paused_until: None, clock: StepDetector::across_suspend() };
         let now = now_ms();
         let saved: Option<i64> =
             conn.query_row("SELECT until FROM retention_pause", [], |r| r.get(0)).optional().unwrap_or_else(|error| {
@@ -233,7 +229,7 @@ impl RetentionSchedule {
                 tracing::warn!(%error, "cannot read when devices were last seen; retention runs without the start check");
                 None
             });
-        if start_pauses_retention(now, newest_stored, retention.keep) {
+        if start_pauses_retention(now, newest_stored, keep) {
             schedule.pause_for(RETENTION_PAUSE_AFTER_STEP.as_millis() as i64, conn, stats);
             tracing::warn!(
                 newest_reading_ms = newest_stored,
@@ -271,8 +267,8 @@ impl RetentionSchedule {
                 tracing::warn!(%error, "cannot clear the saved retention pause");
             }
         }
-        let due =
-            self.paused_until.is_none() && self.last_run.is_none_or(|at| now - at >= self.every.as_millis() as i64);
+        let due = self.paused_until.is_none()
+            && self.last_run.is_none_or(|at| now - at >= self.retention.every.as_millis() as i64);
         if due {
             self.last_run = Some(now);
         }
@@ -329,15 +325,16 @@ fn write_loop(
             }
         }
         if schedule.due(&writer.conn, &stats) {
-            match apply_retention(&writer.conn, schedule.keep) {
+            let Retention { keep, every } = schedule.retention;
+            match apply_retention(&writer.conn, keep) {
                 Ok(deleted) => {
                     stats.rows_deleted_by_retention.fetch_add(deleted, Ordering::Relaxed);
                     if deleted > 0 {
-                        tracing::info!(deleted, retention = ?schedule.keep, "old readings deleted");
+                        tracing::info!(deleted, retention = ?keep, "old readings deleted");
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, every = ?schedule.every, "retention cleanup failed; will retry")
+                    tracing::warn!(%error, ?every, "retention cleanup failed; will retry")
                 }
             }
         }
